@@ -1,0 +1,1 @@
+"""Forecasters attnviz can open up."""

@@ -1,0 +1,233 @@
+"""Reading and writing ViTime weights without running arbitrary pickle code.
+
+Two formats:
+- upstream ``.pth``: ``torch.save({'args': argparse.Namespace, 'model': state_dict})`` with the
+  ``MAE`` wrapper's ``model.`` prefix (and ``module.`` when saved from DataParallel).  Loaded
+  with ``torch.load(weights_only=True)`` and a short allow-list of harmless types; anything
+  else needs the explicit opt-in ``trust_checkpoint=True``.
+- native: ``<stem>.safetensors`` (weights) + ``<stem>.json`` (config), or a directory holding
+  ``model.safetensors`` + ``config.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from .config import ViTimeConfig
+
+NATIVE_FORMAT = "attnviz-vitime"
+NATIVE_VERSION = 1
+_PREFIXES = ("module.", "model.")
+
+
+class CheckpointError(ValueError):
+    """A weights file that is missing, foreign, unsafe or does not fit the network."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    config: ViTimeConfig
+    state_dict: dict[str, torch.Tensor]
+    path: Path
+    format: str  # "upstream" or "native"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _safe_globals() -> list[Any]:
+    """Types the released checkpoint's args may hold that are safe to rebuild."""
+    allowed: list[Any] = [argparse.Namespace, np.dtype, np.ndarray]
+    core = getattr(np, "_core", None) or getattr(np, "core")
+    allowed += [core.multiarray.scalar, core.multiarray._reconstruct]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
+    return allowed
+
+
+def resolve_native_paths(path: Path) -> tuple[Path, Path] | None:
+    """(weights, config) paths if ``path`` names a native checkpoint, else None."""
+    if path.is_dir():
+        return path / "model.safetensors", path / "config.json"
+    if path.suffix == ".safetensors":
+        return path, path.with_suffix(".json")
+    if path.suffix == ".json":
+        return path.with_suffix(".safetensors"), path
+    return None
+
+
+def load_checkpoint(path: str | Path, trust_checkpoint: bool = False) -> LoadedCheckpoint:
+    """Read a checkpoint (upstream ``.pth`` or native) into a config and a clean state dict."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    native = resolve_native_paths(path)
+    if native is not None:
+        return _load_native(path, *native)
+    return _load_upstream(path, trust_checkpoint)
+
+
+def _load_upstream(path: Path, trust_checkpoint: bool) -> LoadedCheckpoint:
+    if not zipfile.is_zipfile(path) and not _looks_like_legacy_torch(path):
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (expected an upstream ViTime .pth, or a native "
+            f".safetensors + .json pair)"
+        )
+    try:
+        if trust_checkpoint:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            with torch.serialization.safe_globals(_safe_globals()):
+                payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "global" in str(exc).lower() or "weights_only" in str(exc):
+            raise CheckpointError(
+                f"refusing to unpickle {path}: it needs code outside the safe allow-list "
+                f"({first_line}). Only if you trust this file, pass trust_checkpoint=True."
+            ) from None
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {first_line}") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {exc}"
+        ) from None
+    if not isinstance(payload, Mapping) or "model" not in payload or "args" not in payload:
+        found = sorted(payload.keys()) if isinstance(payload, Mapping) else type(payload).__name__
+        raise CheckpointError(
+            f"{path} is not an upstream ViTime checkpoint: expected a dict with 'args' and "
+            f"'model', found {found}"
+        )
+    try:
+        config = ViTimeConfig.from_mapping(payload["args"])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: its 'args' do not describe a ViTime model: {exc}") from None
+    state = _clean_state_dict(payload["model"], path)
+    return LoadedCheckpoint(config, state, path, "upstream", {"args": config.extra})
+
+
+def _looks_like_legacy_torch(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return head[:1] == b"\x80"  # pickle protocol marker of torch's legacy format
+
+
+def _clean_state_dict(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: 'model' should be a state dict, found {type(state).__name__}")
+    cleaned: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        name = key
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _PREFIXES:
+                if name.startswith(prefix):
+                    name, changed = name[len(prefix):], True
+        cleaned[name] = value
+    return cleaned
+
+
+def _load_native(path: Path, weights: Path, config_path: Path) -> LoadedCheckpoint:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    for needed in (weights, config_path):
+        if not needed.exists():
+            raise CheckpointError(
+                f"native checkpoint {path} is incomplete: {needed} is missing (a native checkpoint "
+                f"is a .safetensors file with a .json config beside it)"
+            )
+    try:
+        meta = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{config_path} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != NATIVE_FORMAT or "config" not in meta:
+        raise CheckpointError(
+            f"{config_path} is not an attnviz ViTime config (expected format {NATIVE_FORMAT!r} "
+            f"with a 'config' entry)"
+        )
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from None
+    try:
+        config = ViTimeConfig.from_mapping(meta["config"])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{config_path}: invalid ViTime config: {exc}") from None
+    return LoadedCheckpoint(config, _clean_state_dict(state, weights), weights, "native", meta)
+
+
+def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Strict key and shape check with an error naming file, key, expected and found shapes."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    problems: list[str] = []
+    for key in missing[:5]:
+        problems.append(f"missing key {key!r} (expected shape {tuple(expected[key].shape)})")
+    for key in unexpected[:5]:
+        problems.append(f"unexpected key {key!r} (shape {tuple(state[key].shape)})")
+    for key in expected:
+        if key in state and tuple(state[key].shape) != tuple(expected[key].shape):
+            problems.append(
+                f"key {key!r}: expected shape {tuple(expected[key].shape)}, found "
+                f"{tuple(state[key].shape)}"
+            )
+    if problems:
+        more = len(missing) + len(unexpected) - min(len(missing), 5) - min(len(unexpected), 5)
+        suffix = f" (and {more} more missing/unexpected keys)" if more > 0 else ""
+        raise CheckpointError(
+            f"{path} does not fit the ViTime network its config describes: "
+            + "; ".join(problems[:8])
+            + suffix
+        )
+
+
+def save_native(
+    path: str | Path,
+    config: ViTimeConfig,
+    state_dict: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, Any] | None = None,
+) -> tuple[Path, Path]:
+    """Write ``<stem>.safetensors`` + ``<stem>.json``; returns both paths."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json"):
+        weights, config_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+        weights, config_path = path / "model.safetensors", path / "config.json"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
+    save_file(tensors, str(weights))
+    meta = {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "config": config.to_dict()}
+    if metadata:
+        meta["metadata"] = dict(metadata)
+    config_path.write_text(json.dumps(meta, indent=1) + "\n")
+    return weights, config_path
+
+
+def convert_upstream(
+    source: str | Path, destination: str | Path, trust_checkpoint: bool = False
+) -> tuple[Path, Path]:
+    """Convert an upstream ``.pth`` into the native safetensors + JSON format."""
+    from .model import ViTimeMAE
+
+    loaded = load_checkpoint(source, trust_checkpoint=trust_checkpoint)
+    check_state_dict(ViTimeMAE(loaded.config), loaded.state_dict, loaded.path)
+    return save_native(
+        destination,
+        loaded.config,
+        loaded.state_dict,
+        {"converted_from": str(Path(source).name), "upstream_args": loaded.metadata.get("args", {})},
+    )

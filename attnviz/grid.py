@@ -1,0 +1,108 @@
+"""TokenGrid: the geometry of one forecast call, shared by capture, analysis and plots.
+
+ViTime lays a series of ``history + horizon`` samples onto a fixed image width, so the number
+of real samples one token column covers depends on the call, never on a constant.  Everything
+downstream reads the geometry from this object instead of re-deriving it from model args.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """Token layout of one call: ``prefix_tokens`` (CLS) then ``rows x cols`` in row-major order.
+
+    rows: token rows along the value axis (value bins / patch height).
+    cols: token columns along the time axis.
+    prefix_tokens: tokens before the patch tokens (1 for ViTime's CLS).
+    history_cols: token columns that hold the history (the boundary rounded to a column).
+    samples_per_col: real samples one token column covers in this call: (L + H) / cols.
+    history_length: L, the caller's history length in samples.
+    horizon: H, the forecast length in samples.
+    history_boundary: exact history/forecast boundary in column units (may be fractional).
+    """
+
+    rows: int
+    cols: int
+    prefix_tokens: int
+    history_cols: int
+    samples_per_col: float
+    history_length: int = 0
+    horizon: int = 0
+    history_boundary: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "cols"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"TokenGrid.{name} must be a positive integer, got {value!r}")
+        if self.prefix_tokens < 0:
+            raise ValueError(f"TokenGrid.prefix_tokens must be >= 0, got {self.prefix_tokens!r}")
+        if not 0 <= self.history_cols <= self.cols:
+            raise ValueError(
+                f"TokenGrid.history_cols must lie in [0, cols={self.cols}], got {self.history_cols!r}"
+            )
+        if not self.samples_per_col > 0:
+            raise ValueError(f"TokenGrid.samples_per_col must be > 0, got {self.samples_per_col!r}")
+        if self.history_boundary is None:
+            object.__setattr__(self, "history_boundary", float(self.history_cols))
+
+    @classmethod
+    def for_call(
+        cls,
+        rows: int,
+        cols: int,
+        prefix_tokens: int,
+        history_length: int,
+        horizon: int,
+        history_boundary: float | None = None,
+    ) -> "TokenGrid":
+        """Geometry of a call with ``history_length`` samples forecast ``horizon`` steps ahead."""
+        total = history_length + horizon
+        boundary = history_length * cols / total if history_boundary is None else history_boundary
+        return cls(
+            rows=int(rows),
+            cols=int(cols),
+            prefix_tokens=int(prefix_tokens),
+            history_cols=int(min(cols, max(0, round(boundary)))),
+            samples_per_col=total / cols,
+            history_length=int(history_length),
+            horizon=int(horizon),
+            history_boundary=float(boundary),
+        )
+
+    @property
+    def patch_tokens(self) -> int:
+        """Number of patch (non-prefix) tokens."""
+        return self.rows * self.cols
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens the attention sees: prefix + rows * cols."""
+        return self.prefix_tokens + self.patch_tokens
+
+    @property
+    def forecast_cols(self) -> int:
+        return self.cols - self.history_cols
+
+    def token_index(self, row: int, col: int) -> int:
+        """Sequence index of the patch token at (row, col), prefix included."""
+        return self.prefix_tokens + row * self.cols + col
+
+    def lag_samples(self, lag_cols: np.ndarray | int | float) -> np.ndarray:
+        """Convert lags in token columns to real samples of this call."""
+        return np.asarray(lag_cols, dtype=float) * self.samples_per_col
+
+    def col_start_sample(self, col: np.ndarray | int | float) -> np.ndarray:
+        """First real sample index covered by token column ``col``."""
+        return np.asarray(col, dtype=float) * self.samples_per_col
+
+    def col_center_sample(self, col: np.ndarray | int | float) -> np.ndarray:
+        """Centre of token column ``col`` in real samples."""
+        return (np.asarray(col, dtype=float) + 0.5) * self.samples_per_col
+
+    def to_dict(self) -> dict:
+        return asdict(self)
