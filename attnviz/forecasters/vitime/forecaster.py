@@ -123,21 +123,24 @@ class ViTimeForecaster:
 
     def predict(self, series: Any, horizon: Any, decode: str = "max") -> Forecast:
         """Forecast ``horizon`` steps after ``series``; ``decode`` is 'max' or 'expectation'."""
+        return self.predict_many([series], horizon, decode)[0]
+
+    def predict_many(self, series_list: list[Any], horizon: Any, decode: str = "max") -> list[Forecast]:
+        """Forecast several series of any lengths with one horizon in a single batched forward."""
         if decode not in DECODE_METHODS and decode != "mean":
             raise ValueError(f"decode must be one of {DECODE_METHODS}, got {decode!r}")
-        prepared = self.prepare(series, horizon)
-        probs = self.bin_probabilities(prepared.image[None]).cpu().numpy()[0]
-        full = self.mapper.decode(probs.astype(np.float64), prepared, decode)
-        length = prepared.grid.history_length
-        return Forecast(
-            forecast=full[length:].copy(),
-            full=full,
-            grid=prepared.grid,
-            probabilities=probs,
-            mu=prepared.mu,
-            std=prepared.std,
-            decode=decode,
-        )
+        prepared = [self.prepare(s, horizon) for s in series_list]
+        if not prepared:
+            return []
+        probs = self.bin_probabilities(np.stack([p.image for p in prepared])).cpu().numpy()
+        results = []
+        for prep, prob in zip(prepared, probs):
+            full = self.mapper.decode(prob.astype(np.float64), prep, decode)
+            length = prep.grid.history_length
+            results.append(
+                Forecast(full[length:].copy(), full, prep.grid, prob, prep.mu, prep.std, decode)
+            )
+        return results
 
     def __repr__(self) -> str:
         return f"ViTimeForecaster({self.config.describe()}, device={self.device}, source={self.source})"

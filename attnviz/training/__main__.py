@@ -1,0 +1,4 @@
+"""``python -m attnviz.training`` = ``attnviz train``."""
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""Command line of ``attnviz train`` / ``python -m attnviz.training``.
+
+Only argparse is imported at module level so that ``--help`` answers instantly.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(
+        prog="attnviz train", description="Train a small ViTime on synthetic series (resumable)."
+    )
+    parser.add_argument("--out", default="runs/default", help="run directory (checkpoint, log)")
+    parser.add_argument("--steps", type=_positive_int, default=20000, help="total optimiser steps")
+    parser.add_argument("--batch-size", type=_positive_int, default=16)
+    parser.add_argument("--lr", type=_positive_float, default=1e-3, help="peak AdamW learning rate")
+    parser.add_argument("--warmup", type=_positive_int, default=300, help="warm-up steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--checkpoint-every", type=_positive_int, default=250)
+    parser.add_argument("--eval-every", type=_positive_int, default=500)
+    parser.add_argument(
+        "--curriculum-rate", type=_positive_float, default=1.0 / 5000,
+        help="difficulty gained per step while the model keeps up (1/steps to reach the full mix)",
+    )
+    parser.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--export", metavar="PATH", default=None,
+        help="after training, write the weights as PATH.safetensors + PATH.json",
+    )
+    parser.add_argument(
+        "--export-only", action="store_true", help="only export OUT/checkpoint.pt to --export"
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .trainer import TrainConfig, export_checkpoint, train
+
+    ckpt = Path(args.out) / "checkpoint.pt"
+    if args.export_only:
+        if not args.export:
+            raise SystemExit("attnviz train: --export-only needs --export PATH")
+        if not ckpt.exists():
+            raise SystemExit(f"attnviz train: no checkpoint to export at {ckpt}")
+    else:
+        cfg = TrainConfig(
+            out_dir=args.out,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            warmup=args.warmup,
+            seed=args.seed,
+            device=args.device,
+            checkpoint_every=args.checkpoint_every,
+            eval_every=args.eval_every,
+            curriculum_rate=args.curriculum_rate,
+            threads=args.threads,
+        )
+        ckpt = train(cfg, resume=args.resume)
+    if args.export:
+        weights, config = export_checkpoint(ckpt, args.export)
+        print(f"exported {weights} and {config}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))

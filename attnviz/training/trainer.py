@@ -1,0 +1,335 @@
+"""Training a ViTime on synthetic series, ViTime's way, with a curriculum and resumable runs.
+
+Input: the blurred history image with the future columns zeroed.  Target: the true value bin
+of every column.  Loss: the 1-D earth mover's distance over value bins,
+sum_b p_b * |b - true_bin| ** dNorm, averaged over the future columns, plus a smaller weight on
+the history columns.  AdamW with warm-up and cosine decay, gradient clipping.
+
+The curriculum is adaptive: ``difficulty`` (see ``SyntheticSeries``) only grows while the
+running loss on periodic series stays below a threshold, so the model is widened to harder
+data only as fast as it keeps up (jumping straight to the full mix puts small models back on
+the mean-forecast plateau).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import correlate1d
+
+from ..evaluation import EvalCase, evaluate_cases, harmonic_mixtures, seed_signal, summarize
+from ..forecasters.vitime import ViTimeConfig, ViTimeForecaster, ViTimeMAE, resolve_device
+from ..forecasters.vitime.mapping import BLUR_KERNEL_SIZE, STD_EPS, opencv_gaussian_kernel
+from .synthetic import SyntheticSeries, SyntheticSpec
+
+# The bundled default: the released model's time geometry (77 token columns of 32 image
+# columns, so 512 + 720 samples give 16 samples per column) with a short value axis of 2 token
+# rows (64 bins in 32-bin patches), 8 heads per block, about a million parameters.
+DEFAULT_MODEL: dict[str, Any] = {
+    "h": 64,
+    "maxScal": 3.5,
+    "size": [1024, 0, 1440],
+    "patch_size": [32, 32],
+    "embed_dim": 128,
+    "depth": 4,
+    "num_heads": 8,
+    "decoder_embed_dim": 128,
+    "decoder_depth": 2,
+    "decoder_num_heads": 8,
+    "modelSize": None,
+    "dNorm": 1,
+}
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/default"
+    steps: int = 20000
+    batch_size: int = 16
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.05
+    warmup: int = 300
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    history_weight: float = 0.2
+    random_split_prob: float = 0.7
+    split_range: tuple[float, float] = (0.2, 0.7)
+    curriculum_threshold: float = 3.0  # running EMD (bins) on periodic series to advance
+    curriculum_rate: float = 1.0 / 5000  # difficulty gained per step while below threshold
+    start_difficulty: float = 0.0
+    max_difficulty: float = 1.0
+    checkpoint_every: int = 250
+    eval_every: int = 500
+    eval_cases: int = 24
+    threads: int | None = None
+    model: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_MODEL))
+
+
+class BatchBuilder:
+    """Synthetic series -> (input images, target bins, column weights) on a device."""
+
+    def __init__(self, config: ViTimeConfig, train: TrainConfig, device: torch.device) -> None:
+        self.config = config
+        self.train = train
+        self.device = device
+        spec = SyntheticSpec(col_width=config.patch_size[1])
+        self.series = SyntheticSeries(train.seed, spec)
+        self.rng = np.random.default_rng(train.seed + 1)
+        kernel = torch.tensor(opencv_gaussian_kernel(BLUR_KERNEL_SIZE), dtype=torch.float32)
+        self.kernel = kernel.to(device)
+        self._kernel_fft: dict[int, torch.Tensor] = {}
+        table = correlate1d(np.eye(config.h), opencv_gaussian_kernel(BLUR_KERNEL_SIZE), axis=0, mode="mirror")
+        self.bin_table = torch.tensor(table, dtype=torch.float32, device=device)  # column j: blurred one-hot j
+        self.standard_split = config.size[0] / (config.size[0] + config.size[2])
+
+    def state(self) -> dict[str, Any]:
+        return {"series": self.series.rng.bit_generator.state, "split": self.rng.bit_generator.state}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.series.rng.bit_generator.state = state["series"]
+        self.rng.bit_generator.state = state["split"]
+
+    def blur(self, bins: torch.Tensor, history: int) -> torch.Tensor:
+        """The upstream blur (OpenCV GaussianBlur 31x31 * 31, reflect-101) of one-hot histories.
+
+        Separable and exact: along the value axis a lookup table of blurred one-hot columns,
+        along time an FFT convolution over the columns that can be non-zero (history + margin).
+        """
+        r = BLUR_KERNEL_SIZE // 2
+        n, width = bins.shape
+        h = self.config.h
+        cols = self.bin_table[:, bins[:, :history]].permute(1, 0, 2).reshape(n * h, history)
+        span = min(width, history + 2 * r)
+        x = F.pad(cols, (0, span - history))
+        if span == width:
+            x = F.pad(x[:, None], (r, r), mode="reflect")[:, 0]
+        else:  # the right neighbours are zero columns of the future
+            x = torch.cat([F.pad(x[:, None], (r, 0), mode="reflect")[:, 0], x.new_zeros(n * h, r)], 1)
+        nfft = 1 << (x.shape[-1] + BLUR_KERNEL_SIZE - 1).bit_length()
+        y = torch.fft.irfft(torch.fft.rfft(x, nfft) * self.kernel_fft(nfft), nfft)
+        y = y[:, 2 * r : 2 * r + span] * BLUR_KERNEL_SIZE
+        out = torch.zeros(n, h, width, device=self.device)
+        out[:, :, :span] = y.reshape(n, h, span)
+        return out[:, None]
+
+    def kernel_fft(self, nfft: int) -> torch.Tensor:
+        if nfft not in self._kernel_fft:
+            self._kernel_fft[nfft] = torch.fft.rfft(self.kernel, nfft)
+        return self._kernel_fft[nfft]
+
+    def build(self, n: int, difficulty: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        c = self.config
+        width = c.width
+        series, periodic = self.series.batch_with_labels(n, width, difficulty)
+        if self.rng.uniform() < self.train.random_split_prob:
+            frac = self.rng.uniform(*self.train.split_range)
+        else:
+            frac = self.standard_split
+        hist = max(2, int(round(frac * width)))
+        history = series[:, :hist]
+        mu = history.mean(axis=1, keepdims=True)
+        std = history.std(axis=1, keepdims=True) + STD_EPS
+        norm = (series - mu) / std
+        clipped = np.clip(norm, -c.max_scal, c.max_scal)
+        bins = np.clip(np.floor((clipped + c.max_scal) / c.resolution), 0, c.h - 1).astype(np.int64)
+        target = torch.from_numpy(bins).to(self.device)
+        image = self.blur(target, hist)
+        weights = torch.full((n, width), self.train.history_weight, device=self.device)
+        weights[:, hist:] = 1.0
+        return image, target, weights, torch.from_numpy(periodic).to(self.device)
+
+
+def emd_loss(
+    logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, d_norm: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted mean EMD over columns and the per-series future EMD (in bins) for monitoring.
+
+    logits (B, W, h), target (B, W) bin indices, weights (B, W) (1 = future, <1 = history).
+    """
+    h = logits.shape[-1]
+    probs = torch.softmax(logits, dim=-1)
+    bins = torch.arange(h, device=logits.device, dtype=probs.dtype)
+    dist = (bins[None, None, :] - target[..., None].to(probs.dtype)).abs()
+    if d_norm != 1:
+        dist = dist**d_norm
+    per_col = (probs * dist).sum(-1)
+    future = weights >= 1.0
+    fut = (per_col * future).sum(1) / future.sum(1).clamp_min(1)
+    hist = (per_col * ~future).sum(1) / (~future).sum(1).clamp_min(1)
+    hist_w = weights[~future][0] if (~future).any() else weights.new_tensor(0.0)
+    loss = (fut + hist_w * hist).mean()
+    return loss, fut.detach()
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def eval_set(count: int) -> list[EvalCase]:
+    cases = harmonic_mixtures(count=count, seed=2024)
+    full = seed_signal(512 + 720)
+    cases.append(EvalCase("seed_signal", full[:512], full[512:], 62.83))
+    return cases
+
+
+def evaluate_model(model: ViTimeMAE, device: torch.device, cases: list[EvalCase]) -> dict[str, float]:
+    was_training = model.training
+    fc = ViTimeForecaster(model, device=device)
+    rows = evaluate_cases(fc, cases)
+    model.train(was_training)
+    summary = summarize([r for r in rows if r.name != "seed_signal"])
+    summary["seed_ratio_to_mean"] = next(r.ratio_to_mean for r in rows if r.name == "seed_signal")
+    return summary
+
+
+def _atomic_save(payload: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
+    """Run (or resume) training; returns the checkpoint path. Safe to interrupt at any time."""
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    log_path = out / "log.jsonl"
+    torch.manual_seed(cfg.seed)
+    config = ViTimeConfig.from_mapping(cfg.model)
+    model = ViTimeMAE(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    builder = BatchBuilder(config, cfg, device)
+    step, difficulty, ema = 0, cfg.start_difficulty, None
+    elapsed = 0.0
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        builder.load_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        step, difficulty, ema = state["step"], state["difficulty"], state["ema"]
+        elapsed = state.get("elapsed", 0.0)
+        log(f"resumed from {ckpt_path} at step {step} (difficulty {difficulty:.3f})")
+    elif resume:
+        log(f"no checkpoint at {ckpt_path}; starting fresh")
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log(f"{config.describe()}; {n_params / 1e6:.2f} M trainable parameters; device {device}")
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    cases = eval_set(cfg.eval_cases)
+    model.train()
+    t0 = time.time() - elapsed
+
+    def save() -> None:
+        _atomic_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": builder.state(),
+                "torch_rng": torch.get_rng_state(),
+                "step": step,
+                "difficulty": difficulty,
+                "ema": ema,
+                "elapsed": time.time() - t0,
+                "config": config.to_dict(),
+                "train_config": asdict(cfg),
+            },
+            ckpt_path,
+        )
+
+    bar = _progress(cfg.steps, step)
+    with open(log_path, "a") as log_file:
+        while step < cfg.steps:
+            lr = learning_rate(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            image, target, weights, periodic = builder.build(cfg.batch_size, difficulty)
+            logits = model(image)
+            loss, future_emd = emd_loss(logits, target, weights, config.d_norm)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            step += 1
+            gate = float(future_emd[periodic].mean()) if periodic.any() else float(future_emd.mean())
+            ema = gate if ema is None else 0.98 * ema + 0.02 * gate
+            if ema < cfg.curriculum_threshold and difficulty < cfg.max_difficulty:
+                difficulty = min(cfg.max_difficulty, difficulty + cfg.curriculum_rate)
+            record: dict[str, Any] = {
+                "step": step,
+                "loss": round(loss.item(), 5),
+                "future_emd": round(float(future_emd.mean()), 4),
+                "ema": round(ema, 4),
+                "difficulty": round(difficulty, 4),
+                "lr": lr,
+                "grad_norm": round(float(grad_norm), 3),
+                "time": round(time.time() - t0, 1),
+            }
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                record["eval"] = evaluate_model(model, device, cases)
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+            bar(step, record)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save()
+    log(f"finished {step} steps in {time.time() - t0:.0f} s; checkpoint {ckpt_path}")
+    return ckpt_path
+
+
+def export_checkpoint(ckpt_path: str | Path, destination: str | Path) -> tuple[Path, Path]:
+    """Write a training checkpoint's weights as the native safetensors + JSON format."""
+    state = torch.load(Path(ckpt_path), map_location="cpu", weights_only=True)
+    config = ViTimeConfig.from_mapping(state["config"])
+    model = ViTimeMAE(config)
+    model.load_state_dict(state["model"])
+    fc = ViTimeForecaster(model)
+    meta = {
+        "trained_by": "attnviz train",
+        "steps": state["step"],
+        "difficulty": state["difficulty"],
+        "train_seconds": round(state.get("elapsed", 0.0)),
+        "train_config": state["train_config"],
+    }
+    return fc.save(destination, metadata=meta)
+
+
+def _progress(total: int, start: int):
+    """A dependency-free progress line (tqdm-like) on stderr, quiet when not a terminal."""
+    import sys
+
+    interactive = sys.stderr.isatty()
+    last = [time.time()]
+
+    def update(step: int, record: dict[str, Any]) -> None:
+        now = time.time()
+        if not interactive and step % 50 and step != total:
+            return
+        if interactive and now - last[0] < 0.5 and step != total:
+            return
+        last[0] = now
+        frac = step / total
+        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
+        ev = record.get("eval")
+        extra = f" eval {ev['median_ratio_to_mean']:.3f}/{ev['seed_ratio_to_mean']:.3f}" if ev else ""
+        line = (
+            f"[{bar}] {step}/{total} loss {record['loss']:.3f} emd {record['future_emd']:.2f} "
+            f"d {record['difficulty']:.2f} {record['time']:.0f}s{extra}"
+        )
+        print(("\r" if interactive else "") + line, end="" if interactive else "\n", file=sys.stderr, flush=True)
+
+    return update
