@@ -108,3 +108,43 @@ def summarize(rows: Sequence[EvalRow]) -> dict[str, float]:
 
 def rows_to_dicts(rows: Sequence[EvalRow]) -> list[dict[str, Any]]:
     return [asdict(r) for r in rows]
+
+
+REAL_WINDOWS = {"sunspots": (240, 60), "co2": (520, 156)}
+
+
+def real_cases() -> list[EvalCase]:
+    """The last ``horizon`` points of each shipped real series, forecast from the ``history`` before."""
+    from .datasets import load_dataset
+
+    cases = []
+    for name, (history, horizon) in REAL_WINDOWS.items():
+        data = load_dataset(name)
+        values = np.asarray(data.values, dtype=float)
+        window = values[-(history + horizon):]
+        cases.append(EvalCase(name, window[:history], window[history:], float(data.known_period_samples)))
+    return cases
+
+
+def evaluation_table(forecaster: Any, cases: int = 64, seed: int = 12345) -> str:
+    """Markdown table: model vs mean and seasonal-naive forecasts on held-out and real series."""
+    mixtures = evaluate_cases(forecaster, harmonic_mixtures(count=cases, seed=seed))
+    full = seed_signal(512 + 720)
+    seed_row = evaluate_cases(forecaster, [EvalCase("seed signal", full[:512], full[512:], 20 * np.pi)])[0]
+    real = evaluate_cases(forecaster, real_cases())
+    lines = [
+        f"model: {getattr(forecaster, 'source', '?')}",
+        "",
+        "| series | model MAE | mean-forecast MAE | seasonal-naive MAE | model / mean |",
+        "|---|---|---|---|---|",
+    ]
+    med = lambda attr: float(np.median([getattr(r, attr) for r in mixtures]))  # noqa: E731
+    lines.append(
+        f"| {cases} harmonic mixtures (median, seed {seed}) | {med('model_mae'):.3f} | {med('mean_mae'):.3f} | "
+        f"{med('naive_mae'):.3f} | {med('ratio_to_mean'):.3f} |"
+    )
+    for row in [seed_row, *real]:
+        lines.append(
+            f"| {row.name} | {row.model_mae:.3f} | {row.mean_mae:.3f} | {row.naive_mae:.3f} | {row.ratio_to_mean:.3f} |"
+        )
+    return "\n".join(lines)

@@ -27,6 +27,7 @@ from scipy.ndimage import correlate1d
 
 from ..evaluation import EvalCase, evaluate_cases, harmonic_mixtures, seed_signal, summarize
 from ..forecasters.vitime import ViTimeConfig, ViTimeForecaster, ViTimeMAE, resolve_device
+from ..progress import ProgressBar
 from ..forecasters.vitime.mapping import BLUR_KERNEL_SIZE, STD_EPS, opencv_gaussian_kernel
 from .synthetic import SyntheticSeries, SyntheticSpec
 
@@ -309,27 +310,15 @@ def export_checkpoint(ckpt_path: str | Path, destination: str | Path) -> tuple[P
 
 
 def _progress(total: int, start: int):
-    """A dependency-free progress line (tqdm-like) on stderr, quiet when not a terminal."""
-    import sys
-
-    interactive = sys.stderr.isatty()
-    last = [time.time()]
+    """Progress line with the loss, the curriculum difficulty and the latest eval ratios."""
+    bar = ProgressBar(total, "train", every=50)
 
     def update(step: int, record: dict[str, Any]) -> None:
-        now = time.time()
-        if not interactive and step % 50 and step != total:
-            return
-        if interactive and now - last[0] < 0.5 and step != total:
-            return
-        last[0] = now
-        frac = step / total
-        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
         ev = record.get("eval")
         extra = f" eval {ev['median_ratio_to_mean']:.3f}/{ev['seed_ratio_to_mean']:.3f}" if ev else ""
-        line = (
-            f"[{bar}] {step}/{total} loss {record['loss']:.3f} emd {record['future_emd']:.2f} "
-            f"d {record['difficulty']:.2f} {record['time']:.0f}s{extra}"
+        bar.update(
+            step,
+            f"loss {record['loss']:.3f} emd {record['future_emd']:.2f} d {record['difficulty']:.2f}{extra}",
         )
-        print(("\r" if interactive else "") + line, end="" if interactive else "\n", file=sys.stderr, flush=True)
 
     return update
