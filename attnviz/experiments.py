@@ -146,16 +146,23 @@ def periodic_peaks(peaks: np.ndarray, period: float, tolerance: float, max_lag: 
     return hits
 
 
-def heads_with_period(res: Any, period: float, max_lag: float | None = None) -> list[dict[str, Any]]:
-    """Every (layer, head) whose lag curve peaks within one column of a multiple of ``period``."""
+def heads_with_period(
+    res: Any, period: float, max_lag: float | None = None, min_multiples: int = 2
+) -> list[dict[str, Any]]:
+    """Every (layer, head) whose lag curve repeats at ``period``.
+
+    A head qualifies when its detected peaks sit within one column of at least
+    ``min_multiples`` distinct multiples of ``period`` (one lone peak near a multiple is
+    too easy to hit by chance when a curve has many peaks).
+    """
     tol = res.grid.samples_per_col
     limit = max_lag if max_lag is not None else 4 * period
     found = []
     for li, layer in enumerate(res.layer_names):
-        for head in range(res.time_maps.shape[1]):
+        for head in range(res.heads_of(layer)):
             est = res.periods(layer, head)
             hits = periodic_peaks(est.peaks_samples, period, tol, limit)
-            if hits:
+            if len({round(h / period) for h in hits}) >= min_multiples:
                 found.append({"layer": layer, "layer_index": li, "head": head, "peaks_samples": hits})
     return found
 
@@ -280,7 +287,7 @@ class ExperimentRunner:
         verdict = "pass" if hits else "fail"
         observed = (
             f"{len(hits)} head(s) peak within one column ({res.grid.samples_per_col:g} samples) of "
-            f"a multiple of {period:.1f}"
+            f"at least two multiples of {period:.1f}"
             + (f", e.g. {hits[0]['layer']} head {hits[0]['head']} at {hits[0]['peaks_samples']}" if hits else "")
         )
         return Outcome(exp.name, exp.title, exp.expected, observed, verdict, files, details)

@@ -210,6 +210,7 @@ def save_native(
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
     save_file(tensors, str(weights))
+    weights.chmod(0o644)  # safetensors writes private files; weights are meant to be shared
     meta = {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "config": config.to_dict()}
     if metadata:
         meta["metadata"] = dict(metadata)

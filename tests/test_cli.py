@@ -1,0 +1,114 @@
+"""The attnviz command line: fast --help, explain's JSON = the Python API, one-line errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def attnviz_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    env.pop("ATTNVIZ_WEIGHTS", None)
+    return subprocess.run([sys.executable, "-m", "attnviz.cli", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=env, stdin=subprocess.DEVNULL)
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from attnviz.cli import build_parser; p = build_parser();\n"
+            "try:\n p.parse_args(['--help'])\nexcept SystemExit: pass\n"
+            "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, 'heavy import on --help'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for sub in ("explain", "experiments", "train", "convert", "evaluate"):
+        out = attnviz_cli(sub, "--help")
+        assert out.returncode == 0 and "usage" in out.stdout
+
+
+def test_explain_json_matches_python_api(tmp_path):
+    import attnviz
+    from attnviz.signals import evaluate_expression
+
+    expr = "sin(2*pi*n/57) + 0.1*cos(n/3)"
+    proc = attnviz_cli("explain", "--expr", expr, "--length", "512", "--horizon", "720", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    res = attnviz.MultiHeadAttentionRollout(attnviz.load_forecaster()).analyze(evaluate_expression(expr, 512), 720)
+    api = [(h.layer, h.head) for h in res.ranked_heads]
+    assert [(h["layer"], h["head"]) for h in summary["ranked_heads"]] == api
+    for from_json, h in zip(summary["ranked_heads"], res.ranked_heads):
+        assert from_json["score"] == pytest.approx(h.score, abs=1e-6)
+        if np.isfinite(h.period_samples):
+            assert from_json["period_samples"] == pytest.approx(h.period_samples, abs=1e-6)
+    for path in summary["files"]:
+        assert Path(path).is_file() and Path(path).stat().st_size > 10_000
+    assert any(Path(p).name.startswith("experiment_explain_layer_") for p in summary["files"])
+
+
+def test_explain_from_csv_with_explicit_heads(tmp_path):
+    csv = tmp_path / "data.csv"
+    n = np.arange(300)
+    csv.write_text("# comment lines are skipped\nt,value\n" + "\n".join(f"{i},{np.sin(2 * np.pi * i / 40):.6f}" for i in n))
+    out = tmp_path / "out"
+    proc = attnviz_cli("explain", "--csv", str(csv), "--column", "value", "--horizon", "200",
+                       "--heads", "0:1,decoder_blocks.0.attn:2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(h["layer"], h["head"]) for h in summary["selected_heads"]] == [("blocks.0.attn", 1), ("decoder_blocks.0.attn", 2)]
+    assert summary["grid"]["samples_per_col"] == pytest.approx(500 / 77)
+    assert (out / "experiment_explain_layer_0_head_1_correlations.png").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["explain", "--expr", "__import__('os').system('echo hi')"], "--expr"),
+    (["explain", "--expr", "np.sin(n)"], "--expr"),
+    (["explain", "--expr", "sin(n"], "--expr"),
+    (["explain", "--expr", "sin(n)", "--horizon", "0"], "positive integer"),
+    (["explain", "--expr", "sin(n)", "--heads", "7"], "--heads"),
+    (["explain", "--csv", "missing.csv", "--column", "x"], "not found"),
+    (["experiments", "--only", "nonsense"], "unknown experiment"),
+])
+def test_user_errors_are_one_line_exit_2(args, message, tmp_path):
+    proc = attnviz_cli(*args, "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 or proc.stderr.startswith("usage")
+
+
+def test_csv_errors(tmp_path):
+    csv = tmp_path / "d.csv"
+    csv.write_text("a,b\n1,x\n2,3\n")
+    wrong_col = attnviz_cli("explain", "--csv", str(csv), "--column", "c", "--out", str(tmp_path / "o"))
+    assert wrong_col.returncode == 2 and "column 'c' not in" in wrong_col.stderr
+    text = attnviz_cli("explain", "--csv", str(csv), "--column", "b", "--out", str(tmp_path / "o"))
+    assert text.returncode == 2 and "non-numeric" in text.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere; permission check not observable")
+def test_unwritable_output_dir_fails_before_work(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    proc = attnviz_cli("explain", "--expr", "sin(n)", "--out", str(locked / "sub"))
+    assert proc.returncode == 2 and "not writable" in proc.stderr
+
+
+def test_unwritable_output_dir_is_a_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = attnviz_cli("explain", "--expr", "sin(n)", "--out", str(blocker / "sub"))
+    assert proc.returncode == 2 and "not writable" in proc.stderr
+
+
+def test_convert_command(tmp_path):
+    src = ROOT / "tests" / "fixtures" / "vitime-upstream-small" / "checkpoint.pth"
+    proc = attnviz_cli("convert", str(src), str(tmp_path / "native.safetensors"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "native.safetensors").is_file() and (tmp_path / "native.json").is_file()

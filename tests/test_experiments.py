@@ -1,0 +1,69 @@
+"""Experiments: definitions, outputs on disk, verdict logic on known inputs, main.py."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from PIL import Image
+
+import attnviz
+from attnviz.experiments import EXPERIMENTS, format_table, periodic_peaks, run_experiments
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_builtin_experiments_are_defined_as_data():
+    assert list(EXPERIMENTS)[:5] == ["three_harmonics", "two_harmonics", "period_sweep", "noise_robustness", "sunspots"]
+    seed = EXPERIMENTS["three_harmonics"]
+    assert (seed.length, seed.horizon) == (512, 720)
+    assert seed.known_periods[0] == pytest.approx(62.83, abs=0.01)
+    assert "sin(n/10)" not in EXPERIMENTS["two_harmonics"].signal.replace(" ", "")
+
+
+def test_periodic_peaks_matches_multiples_within_tolerance():
+    peaks = np.array([30.0, 64.0, 120.0, 190.0, 400.0])
+    assert periodic_peaks(peaks, 62.83, 16, 260) == [64.0, 120.0, 190.0]
+    assert periodic_peaks(peaks, 62.83, 1.5, 260) == [64.0]
+
+
+def test_seed_experiments_write_figures_and_summaries(tmp_path):
+    fc = attnviz.load_forecaster()
+    outcomes = run_experiments(fc, tmp_path, ["three_harmonics", "two_harmonics"], progress=False)
+    assert [o.name for o in outcomes] == ["three_harmonics", "two_harmonics"]
+    assert plt.get_fignums() == []
+    for o in outcomes:
+        summary = json.loads((tmp_path / o.name / "summary.json").read_text())
+        assert {"expected", "observed", "verdict", "files", "details"} <= set(summary)
+        assert summary["verdict"] in ("pass", "fail")
+        ranked = summary["details"]["ranked_heads"]
+        assert ranked and {"layer", "head", "score", "period_samples"} <= set(ranked[0])
+        for f in summary["files"]:
+            with Image.open(f) as img:
+                assert img.size[0] >= 600 and img.size[1] >= 300
+        names = [Path(f).name for f in summary["files"]]
+        assert any(n.startswith(f"experiment_{o.name}_layer_") and n.endswith("_correlations.png") for n in names)
+    table = format_table(outcomes)
+    assert "three_harmonics" in table and "verdict" in table
+
+
+def test_main_py_rejects_unknown_experiment(tmp_path):
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "main.py", "--only", "bogus", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and "unknown experiment" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_main_py_regenerates_everything(tmp_path):
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "main.py", "--out", str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, env=env, stdin=subprocess.DEVNULL, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    for name in EXPERIMENTS:
+        assert (tmp_path / name / "summary.json").is_file()
