@@ -1,0 +1,89 @@
+"""The training curve figure (loss and held-out error against steps) from a run's ``log.jsonl``.
+
+    python -m attnviz.training.report runs/default/log.jsonl docs/training_curve.png
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            rows.append(json.loads(line))
+    if not rows:
+        raise ValueError(f"{path} holds no training records")
+    return rows
+
+
+def thin_log(rows: list[dict[str, Any]], every: int = 50) -> list[dict[str, Any]]:
+    """Every ``every``-th step plus every evaluation (small enough to commit)."""
+    return [r for r in rows if r["step"] % every == 0 or "eval" in r or r is rows[-1]]
+
+
+def plot_training_curve(rows: list[dict[str, Any]], out: str | Path, title: str = "") -> Path:
+    import numpy as np
+
+    from ..plotting import Plotter
+
+    plotter = Plotter()
+    with plotter.rc_context():
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(10.5, 4.2), layout="constrained")
+        ax_loss, ax_eval = fig.subplots(1, 2)
+        steps = np.array([r["step"] for r in rows])
+        emd = np.array([r["future_emd"] for r in rows], dtype=float)
+        window = max(1, len(rows) // 150)
+        smooth = np.convolve(emd, np.ones(window) / window, mode="valid")
+        ax_loss.plot(steps, emd, color="0.8", lw=0.6, label="future EMD (per step)")
+        ax_loss.plot(steps[window - 1:], smooth, color=plotter.palette[0], lw=1.6, label=f"running mean ({window})")
+        ax_loss.set_xlabel("step")
+        ax_loss.set_ylabel("EMD on future columns (value bins)")
+        ax_d = ax_loss.twinx()
+        ax_d.plot(steps, [r["difficulty"] for r in rows], color=plotter.palette[2], lw=1.2, ls="--", label="curriculum difficulty")
+        ax_d.set_ylim(0, 1.05)
+        ax_d.set_ylabel("curriculum difficulty")
+        lines = ax_loss.get_legend_handles_labels()
+        more = ax_d.get_legend_handles_labels()
+        ax_loss.legend(lines[0] + more[0], lines[1] + more[1], fontsize="x-small", loc="upper right")
+        ax_loss.set_title("training loss")
+        evals = [r for r in rows if "eval" in r]
+        if evals:
+            es = [r["step"] for r in evals]
+            ax_eval.plot(es, [r["eval"]["median_ratio_to_mean"] for r in evals], marker="o", ms=3,
+                         color=plotter.palette[0], label="held-out harmonic mixtures (median)")
+            ax_eval.plot(es, [r["eval"]["seed_ratio_to_mean"] for r in evals], marker="s", ms=3,
+                         color=plotter.palette[3], label="seed signal")
+            ax_eval.axhline(1.0, color="0.3", ls=":", lw=1, label="mean forecast")
+            ax_eval.axhline(0.15, color=plotter.palette[0], ls="--", lw=0.8, alpha=0.6, label="target 0.15 (mixtures)")
+            ax_eval.axhline(0.5, color=plotter.palette[3], ls="--", lw=0.8, alpha=0.6, label="target 0.5 (seed)")
+            ax_eval.set_yscale("log")
+            ax_eval.legend(fontsize="x-small")
+        ax_eval.set_xlabel("step")
+        ax_eval.set_ylabel("forecast MAE / mean-forecast MAE")
+        ax_eval.set_title("held-out error (512 + 720)")
+        if title:
+            fig.suptitle(title)
+        return plotter.save(fig, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m attnviz.training.report LOG.jsonl OUT.png", file=sys.stderr)
+        return 2
+    rows = read_log(args[0])
+    plot_training_curve(rows, args[1])
+    thin = Path(args[1]).with_suffix(".jsonl")
+    thin.write_text("".join(json.dumps(r) + "\n" for r in thin_log(rows)))
+    print(f"wrote {args[1]} and {thin}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
