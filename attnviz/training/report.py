@@ -17,7 +17,9 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
             rows.append(json.loads(line))
     if not rows:
         raise ValueError(f"{path} holds no training records")
-    return rows
+    # A resumed run repeats the steps after its last checkpoint: keep the latest record of each.
+    latest = {r["step"]: r for r in rows}
+    return [latest[s] for s in sorted(latest)]
 
 
 def thin_log(rows: list[dict[str, Any]], every: int = 50) -> list[dict[str, Any]]:
