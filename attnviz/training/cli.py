@@ -46,6 +46,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--curriculum-rate", type=_positive_float, default=1.0 / 5000,
         help="difficulty gained per step while the model keeps up (1/steps to reach the full mix)",
     )
+    parser.add_argument(
+        "--curriculum-threshold", type=_positive_float, default=3.0,
+        help="running future EMD (value bins) on periodic series below which the curriculum advances",
+    )
     parser.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--export", metavar="PATH", default=None,
@@ -80,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every,
             eval_every=args.eval_every,
             curriculum_rate=args.curriculum_rate,
+            curriculum_threshold=args.curriculum_threshold,
             threads=args.threads,
         )
         ckpt = train(cfg, resume=args.resume)
