@@ -1,0 +1,207 @@
+"""Reductions of attention probabilities to the small views attnviz works with.
+
+Kept apart from the hooks in :mod:`attnviz.capture` so that one piece of arithmetic serves the
+exact path (the whole map at once, :func:`reduce_full`), the chunked path (one head's block of
+query rows at a time, :class:`BlockReducer`) and anyone who already holds full maps.
+
+Definitions, for probabilities ``A`` (batch, head, query, key) over ``prefix + rows x cols``
+tokens in row-major order (see :class:`attnviz.grid.TokenGrid`):
+
+* time map ``T[q, k] = 1/R * sum_r sum_r' A[tok(r, q), tok(r', k)]`` - prefix tokens excluded
+  as queries and as keys; ``time_convention="mean"`` divides by another ``R``.
+* prefix mass ``M[q] = 1/R * sum_r sum_{p < P} A[tok(r, q), p]``, so under the "sum"
+  convention each row of ``T`` sums to ``1 - M[q]``.
+* head-fused token map: mean / max / min over heads of ``A``, prefix included.
+
+All results are float32 on the CPU; the keys of a result dict are ``full`` (B, H, S, S),
+``time`` (B, H, C, C), ``prefix`` (B, H, C) and ``tokens`` (B, S, S), each only when asked.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .grid import TokenGrid
+
+HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
+TIME_CONVENTIONS: tuple[str, ...] = ("sum", "mean")
+
+
+# ----- the definitions, on tensors of any leading shape -------------------------------------------
+def key_columns(probs: torch.Tensor, grid: TokenGrid) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per query token: mass on each key column (summed over key rows) and on the prefix keys.
+
+    ``probs`` (..., q, S) -> ``(..., q, cols)`` and ``(..., q)``.  The patch keys are split into
+    (rows, cols) as a view, so no copy is made.
+    """
+    p = grid.prefix_tokens
+    per_col = probs[..., p:].unflatten(-1, (grid.rows, grid.cols)).sum(-2)
+    prefix = probs[..., :p].sum(-1)
+    return per_col, prefix
+
+
+def fold_query_rows(per_query: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
+    """Average over query rows: ``(B, H, S, ...)`` per query token -> ``(B, H, cols, ...)``.
+
+    Prefix queries are dropped; the ``rows`` query rows of each column are averaged.
+    """
+    p = grid.prefix_tokens
+    return per_query[:, :, p:].unflatten(2, (grid.rows, grid.cols)).mean(2)
+
+
+def time_maps_from_key_columns(
+    per_col: torch.Tensor, prefix: torch.Tensor, grid: TokenGrid, time_convention: str = "sum"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-query key-column mass (B, H, S, C) and prefix mass (B, H, S) -> time maps, prefix mass."""
+    time_map = fold_query_rows(per_col, grid)
+    if time_convention == "mean":
+        time_map = time_map / grid.rows
+    return time_map, fold_query_rows(prefix, grid)
+
+
+def time_maps_from_probs(
+    probs: torch.Tensor, grid: TokenGrid, time_convention: str = "sum"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full ``(B, H, S, S)`` probabilities -> time maps ``(B, H, C, C)``, prefix mass ``(B, H, C)``."""
+    check_time_convention(time_convention)
+    check_grid_fits(grid, probs.shape[-1], "the probabilities")
+    return time_maps_from_key_columns(*key_columns(probs, grid), grid, time_convention)
+
+
+def fuse_heads(probs: torch.Tensor, how: str, dim: int = 1) -> torch.Tensor:
+    """Mean, max or min over the head axis (prefix tokens included)."""
+    if how == "mean":
+        return probs.mean(dim)
+    if how == "max":
+        return probs.amax(dim)
+    if how == "min":
+        return probs.amin(dim)
+    raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS} or None, got {how!r}")
+
+
+# ----- checks -------------------------------------------------------------------------------------
+def check_time_convention(time_convention: str) -> None:
+    if time_convention not in TIME_CONVENTIONS:
+        raise ValueError(f"time_convention must be one of {TIME_CONVENTIONS}, got {time_convention!r}")
+
+
+def check_grid_fits(grid: TokenGrid, seq_len: int, where: str) -> None:
+    """ValueError naming both lengths when ``grid`` does not describe a ``seq_len`` sequence."""
+    if grid.seq_len != seq_len:
+        raise ValueError(
+            f"grid has seq_len {grid.seq_len} ({grid.prefix_tokens} prefix + {grid.rows} rows x "
+            f"{grid.cols} cols) but {where} has sequence length {seq_len}"
+        )
+
+
+@dataclass(frozen=True)
+class ReductionSpec:
+    """What to keep of each attention map: the full map, time maps, a head-fused token map."""
+
+    keep_full: bool = False
+    grid: TokenGrid | None = None
+    head_fusion: str | None = None
+    time_convention: str = "sum"
+
+    def __post_init__(self) -> None:
+        check_time_convention(self.time_convention)
+        if self.head_fusion is not None and self.head_fusion not in HEAD_FUSIONS:
+            raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS} or None, got {self.head_fusion!r}")
+        if self.grid is not None and not isinstance(self.grid, TokenGrid):
+            raise ValueError(
+                f"grid must be an attnviz.grid.TokenGrid or None, got {type(self.grid).__name__}"
+            )
+
+    @property
+    def wants_anything(self) -> bool:
+        """False when the capture only counts calls (nothing to compute per map)."""
+        return self.keep_full or self.grid is not None or self.head_fusion is not None
+
+
+# ----- the two ways of feeding probabilities in ----------------------------------------------------
+def reduce_full(spec: ReductionSpec, probs: torch.Tensor, borrowed: bool = False) -> dict[str, torch.Tensor]:
+    """Reduce a whole (B, H, S, S) map at once (the exact path).
+
+    ``borrowed=True`` says nobody will overwrite ``probs`` (the model's own softmax), so
+    ``keep_full`` keeps it by reference instead of copying it.
+    """
+    probs = probs.detach()
+    out: dict[str, torch.Tensor] = {}
+    if spec.keep_full:
+        full = to_cpu_f32(probs)
+        out["full"] = full if borrowed or full is not probs else probs.clone()
+    if spec.grid is not None:
+        time_map, prefix = time_maps_from_probs(probs, spec.grid, spec.time_convention)
+        out["time"], out["prefix"] = to_cpu_f32(time_map), to_cpu_f32(prefix)
+    if spec.head_fusion is not None:
+        out["tokens"] = to_cpu_f32(fuse_heads(probs, spec.head_fusion))
+    return out
+
+
+class BlockReducer:
+    """Reduction state of one forward call, filled one (batch, head, query block) at a time.
+
+    Blocks of different (batch, query rows) may be added from different threads: each writes
+    only its own slices of preallocated outputs.  Within one (batch, query rows) the heads must
+    arrive in order 0..H-1 from one thread (head fusion accumulates across them).  Memory is
+    O(B*H*S*cols) for time maps and O(B*S*S) for a fused token map; the (B, H, S, S) map is held
+    only with ``keep_full``.
+    """
+
+    def __init__(
+        self, spec: ReductionSpec, batch: int, heads: int, seq_len: int, device: torch.device
+    ) -> None:
+        self.spec = spec
+        self.shape = (batch, heads, seq_len)
+        f32 = dict(dtype=torch.float32, device=device)
+        grid = spec.grid
+        self._full = torch.empty(batch, heads, seq_len, seq_len, **f32) if spec.keep_full else None
+        self._per_col = torch.empty(batch, heads, seq_len, grid.cols, **f32) if grid else None
+        self._prefix = torch.empty(batch, heads, seq_len, **f32) if grid else None
+        self._fused = torch.empty(batch, seq_len, seq_len, **f32) if spec.head_fusion else None
+
+    def add(self, b: int, h: int, q0: int, probs: torch.Tensor) -> None:
+        """Fold one head's probabilities of query rows ``q0 .. q0 + n`` (shape (n, S)).
+
+        ``probs`` may be a scratch buffer: only reductions or copies of it are kept.
+        """
+        q1 = q0 + probs.shape[0]
+        if self._full is not None:
+            self._full[b, h, q0:q1].copy_(probs)
+        grid = self.spec.grid
+        if grid is not None:
+            p = grid.prefix_tokens
+            torch.sum(probs[:, p:].unflatten(-1, (grid.rows, grid.cols)), -2, out=self._per_col[b, h, q0:q1])
+            torch.sum(probs[:, :p], -1, out=self._prefix[b, h, q0:q1])
+        if self._fused is not None:
+            acc = self._fused[b, q0:q1]
+            how = self.spec.head_fusion
+            if h == 0:
+                acc.copy_(probs)
+            elif how == "mean":
+                acc.add_(probs)
+            elif how == "max":
+                torch.maximum(acc, probs, out=acc)
+            else:
+                torch.minimum(acc, probs, out=acc)
+
+    def finish(self) -> dict[str, torch.Tensor]:
+        """Small CPU float32 results of this call."""
+        out: dict[str, torch.Tensor] = {}
+        if self._full is not None:
+            out["full"] = to_cpu_f32(self._full)
+        if self.spec.grid is not None:
+            time_map, prefix = time_maps_from_key_columns(
+                self._per_col, self._prefix, self.spec.grid, self.spec.time_convention
+            )
+            out["time"], out["prefix"] = to_cpu_f32(time_map), to_cpu_f32(prefix)
+        if self._fused is not None:
+            if self.spec.head_fusion == "mean":
+                self._fused.div_(self.shape[1])
+            out["tokens"] = to_cpu_f32(self._fused)
+        return out
+
+
+def to_cpu_f32(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu", torch.float32)
