@@ -1,0 +1,309 @@
+"""Rank attention heads by how well their lag curves follow the input's own periodicity.
+
+Nobody should have to pick "head 7" by hand.  For every (layer, head) we take its lag curve
+(``direction="past"``, ``region="all"`` by default) and compare it with the autocorrelation of the
+history the model was given.
+
+The series side (``SeriesPeriodicity``):
+
+* ``acf``: autocorrelation of the linearly detrended history, r(0) = 1 (biased estimator).
+* The column view of the ACF: a time map entry at lag k columns pools sample pairs whose distance
+  spreads triangularly over ((k - 1) s, (k + 1) s), s = samples per column, so the ACF seen at
+  lag k columns is the ACF averaged with that triangular weight.  ``acf_curve`` holds it at
+  k = 1 .. cols - 1, NaN where it is not reliable: beyond ``acf_fraction`` (default 0.75) of the
+  history length or where the window runs off the history.
+* ``period``: ``find_periods`` on the same triangular smoothing of the ACF evaluated at every
+  sample lag up to ``period_fraction`` of the history (sample resolution, but without the
+  periods shorter than ~two columns (1.9) that no head can show), peaks of prominence >= 0.1.
+
+The head side and the score (``rank_heads``):
+
+* ``agreement``: Pearson correlation between the head's lag curve and ``acf_curve`` over the
+  lags where the ACF is reliable, both linearly detrended in lag first (so a plain "attend
+  nearby" fall-off does not count as agreement).  NaN when fewer than 4 such lags exist.
+* ``period_samples``: ``find_periods`` on the head's lag curve, restricted to lags whose
+  diagonal holds at least max(3, 1/4 of the region's query columns) queries (long lags average
+  over too few queries to be trusted).  ``clarity`` is that estimate's score (explained
+  prominence x hit rate of expected multiples, 0 when no period).
+* ``consistency``: exp(-0.5 (2 dP / tol)^2) with dP the gap between the head's and the series'
+  periods and tol = max(half a column, 8 % of the series period) (0.61 at dP = tol / 2, 0.14 at
+  dP = tol); 0 when the head has no period, 1 when the series has none (then only agreement and
+  clarity count).
+* ``score = max(agreement, 0) x (0.1 + 0.9 consistency) x (0.5 + 0.5 clarity)``; an undefined
+  agreement counts as 1.  Heads are sorted by score, then agreement, best first.
+
+So the top head is one whose curve correlates with the ACF *and* has clear peaks at the series'
+own period and its multiples.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .grid import TokenGrid
+from .lags import LagCurve, lag_curves, region_mask, to_numpy
+from .periods import PeriodEstimate, detrend_curve, empty_estimate, find_periods
+
+
+def series_acf(series: Any, max_lag: int | None = None, detrend: bool = True) -> np.ndarray:
+    """Autocorrelation r(0..max_lag) of a 1-D series (biased estimator, r(0) = 1).
+
+    A linear trend is removed first (``detrend=True``) so a ramp does not mask the periodicity.
+    A constant series gives r = 1 at lag 0 and 0 elsewhere.
+    """
+    x = np.asarray(series, dtype=float).reshape(-1)
+    n = len(x)
+    if n < 2:
+        raise ValueError(f"need at least 2 samples for an autocorrelation, got {n}")
+    t = np.arange(n, dtype=float)
+    x = x - (np.polyval(np.polyfit(t, x, 1), t) if detrend else x.mean())
+    max_lag = n - 1 if max_lag is None else int(min(max_lag, n - 1))
+    nfft = 1 << int(np.ceil(np.log2(2 * n)))
+    spec = np.fft.rfft(x, nfft)
+    full = np.fft.irfft(spec * np.conj(spec), nfft)[: max_lag + 1]
+    r = np.zeros(max_lag + 1)
+    if full[0] <= 1e-12 * max(1.0, float(np.sum(np.abs(x)))):
+        r[0] = 1.0
+        return r
+    return full / full[0]
+
+
+def column_smoothed_acf(acf: np.ndarray, samples_per_col: float, centers: np.ndarray) -> np.ndarray:
+    """ACF averaged with the triangular weight of a one-column pairing around each centre lag."""
+    s = float(samples_per_col)
+    out = np.full(len(centers), np.nan)
+    top = len(acf) - 1
+    for i, c in enumerate(np.asarray(centers, dtype=float)):
+        lo, hi = int(np.ceil(c - s)), int(np.floor(c + s))
+        if hi > top:
+            continue
+        taus = np.arange(lo, hi + 1)
+        w = 1.0 - np.abs(taus - c) / s
+        w = np.clip(w, 0.0, None)
+        r = acf[np.abs(taus)]  # the ACF is even
+        if w.sum() > 0:
+            out[i] = float(np.sum(w * r) / w.sum())
+    return out
+
+
+@dataclass(frozen=True)
+class SeriesPeriodicity:
+    """The history's own periodicity on this call's lag grid (see the module doc)."""
+
+    acf: np.ndarray
+    acf_curve: LagCurve
+    period: PeriodEstimate
+    acf_fraction: float
+    period_fraction: float
+
+    @property
+    def period_samples(self) -> float:
+        return self.period.fundamental_samples
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "period_samples": _num(self.period_samples),
+            "period": self.period.to_dict(),
+            "acf_fraction": self.acf_fraction,
+            "period_fraction": self.period_fraction,
+        }
+
+
+def series_periodicity(
+    series: Any, grid: TokenGrid, acf_fraction: float = 0.75, period_fraction: float = 0.8
+) -> SeriesPeriodicity:
+    """ACF of the history, its column view on ``grid`` and its period (see the module doc)."""
+    if not 0 < acf_fraction <= 1 or not 0 < period_fraction <= 1:
+        raise ValueError(
+            f"acf_fraction and period_fraction must lie in (0, 1], got {acf_fraction!r}, "
+            f"{period_fraction!r}"
+        )
+    x = np.asarray(series, dtype=float).reshape(-1)
+    n = len(x)
+    acf = series_acf(x)
+    s = grid.samples_per_col
+    lags = grid.lag_samples(np.arange(1, grid.cols))
+    curve = column_smoothed_acf(acf, s, lags)
+    curve[lags > acf_fraction * n + 1e-9] = np.nan
+    # Sample-resolution view of the same smoothing, for the period.
+    top = int(np.floor(min(period_fraction * n, n - 1 - s)))
+    if top >= 3:
+        taus = np.arange(1, top + 1, dtype=float)
+        smooth = column_smoothed_acf(acf, s, taus)
+        period = find_periods(
+            taus, smooth, min_prominence=0.1, min_period=1.9 * s, detrend=None
+        )
+    else:
+        period = empty_estimate(1.0)
+    return SeriesPeriodicity(acf, LagCurve(lags, curve), period, acf_fraction, period_fraction)
+
+
+@dataclass(frozen=True)
+class HeadScore:
+    """How well one head's lag curve follows the series' periodicity (see the module doc).
+
+    layer: layer name.  head: head index.  score: ranking score (higher is better, NaN never
+    happens for a head with a finite curve).  period_samples: the fundamental detected on the
+    head's lag curve (NaN if none).  agreement: detrended Pearson correlation with the ACF.
+    consistency: period match with the series (0..1).  clarity: period-estimate score (0..1).
+    """
+
+    layer: str
+    head: int
+    score: float
+    period_samples: float
+    agreement: float = float("nan")
+    consistency: float = float("nan")
+    clarity: float = 0.0
+    layer_index: int = -1
+    n_peaks: int = 0
+    peaks: tuple = field(default=(), repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, float):
+                out[key] = _num(value)
+        out["peaks"] = [float(p) for p in self.peaks]
+        return out
+
+
+def _num(value: float) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    da, db = np.sqrt(np.sum(a * a)), np.sqrt(np.sum(b * b))
+    if da <= 1e-15 * max(1.0, np.abs(a).max(initial=0.0)) or db == 0:
+        return 0.0
+    return float(np.clip(np.sum(a * b) / (da * db), -1.0, 1.0))
+
+
+def diagonal_query_counts(grid: TokenGrid, direction: str, region: str) -> np.ndarray:
+    """How many query columns of ``region`` each lag k = 1 .. cols - 1 averages over."""
+    mask = region_mask(grid, region)
+    c = grid.cols
+    counts = np.zeros(max(c - 1, 0), dtype=int)
+    for k in range(1, c):
+        q = np.arange(k, c) if direction == "past" else np.arange(0, c - k)
+        counts[k - 1] = int(mask[q].sum())
+    return counts
+
+
+def reliable_lags(grid: TokenGrid, direction: str = "past", region: str = "all") -> np.ndarray:
+    """Mask over lags k = 1 .. cols - 1 whose diagonal has >= max(3, region/4) queries."""
+    counts = diagonal_query_counts(grid, direction, region)
+    need = max(3, int(np.ceil(0.25 * region_mask(grid, region).sum())))
+    return counts >= need
+
+
+def head_period(
+    curve: LagCurve, reliable: np.ndarray | None = None, **period_kwargs: Any
+) -> PeriodEstimate:
+    """``find_periods`` on the reliable part of a head's lag curve."""
+    lags, values = np.asarray(curve.lags), np.asarray(curve.values)
+    if reliable is not None:
+        lags, values = lags[reliable], values[reliable]
+    return find_periods(lags, values, **period_kwargs)
+
+
+def score_head(
+    curve: LagCurve,
+    series: SeriesPeriodicity,
+    samples_per_col: float,
+    reliable: np.ndarray | None = None,
+    **period_kwargs: Any,
+) -> tuple[float, float, float, float, PeriodEstimate]:
+    """(score, agreement, consistency, clarity, head period) of one lag curve."""
+    values = np.asarray(curve.values, dtype=float)
+    lags = np.asarray(curve.lags, dtype=float)
+    acf_values = np.asarray(series.acf_curve.values, dtype=float)
+    ok = np.isfinite(values) & np.isfinite(acf_values)
+    if ok.sum() >= 4:
+        a = detrend_curve(lags[ok], values[ok], "linear")
+        b = detrend_curve(lags[ok], acf_values[ok], "linear")
+        agreement = _pearson(a, b)
+    else:
+        agreement = float("nan")
+    est = head_period(curve, reliable, **period_kwargs)
+    clarity = float(est.score)
+    p_series = series.period_samples
+    if not np.isfinite(p_series):
+        consistency = 1.0
+    elif not est.found:
+        consistency = 0.0
+    else:
+        tol = max(0.5 * samples_per_col, 0.08 * p_series)
+        gap = (est.fundamental_samples - p_series) / (0.5 * tol)
+        consistency = float(np.exp(-0.5 * gap**2))
+    gate = max(agreement, 0.0) if np.isfinite(agreement) else 1.0
+    score = gate * (0.1 + 0.9 * consistency) * (0.5 + 0.5 * clarity)
+    return float(score), float(agreement), float(consistency), clarity, est
+
+
+def rank_heads(
+    time_maps: Any,
+    grid: TokenGrid,
+    series: Any,
+    layer_names: Sequence[str] | None = None,
+    num_heads: Sequence[int] | None = None,
+    *,
+    direction: str = "past",
+    region: str = "all",
+    acf_fraction: float = 0.75,
+    period_fraction: float = 0.8,
+    periodicity: SeriesPeriodicity | None = None,
+    **period_kwargs: Any,
+) -> list[HeadScore]:
+    """Score every (layer, head) of ``time_maps`` (layers, heads, cols, cols); best first.
+
+    ``series`` is the history the maps were computed from.  ``num_heads`` gives the real head
+    count per layer when layers were padded (NaN) to a common head count.  See the module doc
+    for the score.
+    """
+    maps = to_numpy(time_maps).astype(np.float64, copy=False)
+    if maps.ndim != 4 or maps.shape[-2:] != (grid.cols, grid.cols):
+        raise ValueError(
+            f"time maps must have shape (layers, heads, {grid.cols}, {grid.cols}), got {maps.shape}"
+        )
+    n_layers, n_heads = maps.shape[:2]
+    names = list(layer_names) if layer_names is not None else [str(i) for i in range(n_layers)]
+    if len(names) != n_layers:
+        raise ValueError(f"{len(names)} layer names for {n_layers} layers of time maps")
+    heads = list(num_heads) if num_heads is not None else [n_heads] * n_layers
+    info = periodicity or series_periodicity(series, grid, acf_fraction, period_fraction)
+    reliable = reliable_lags(grid, direction, region)
+    scores: list[HeadScore] = []
+    all_curves = lag_curves(maps, grid, direction=direction, region=region)
+    for li, name in enumerate(names):
+        for h in range(int(heads[li])):
+            curve = LagCurve(all_curves.lags, all_curves.values[li, h])
+            score, agreement, consistency, clarity, est = score_head(
+                curve, info, grid.samples_per_col, reliable, **period_kwargs
+            )
+            scores.append(
+                HeadScore(
+                    layer=name,
+                    head=h,
+                    score=score,
+                    period_samples=float(est.fundamental_samples),
+                    agreement=agreement,
+                    consistency=consistency,
+                    clarity=clarity,
+                    layer_index=li,
+                    n_peaks=est.n_peaks,
+                    peaks=tuple(float(p) for p in est.peaks),
+                )
+            )
+
+    def key(s: HeadScore) -> tuple:
+        sc = s.score if np.isfinite(s.score) else -np.inf
+        ag = s.agreement if np.isfinite(s.agreement) else -np.inf
+        return (-sc, -ag, s.layer_index, s.head)
+
+    return sorted(scores, key=key)
