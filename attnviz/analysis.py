@@ -16,7 +16,6 @@ Layers with fewer heads than the widest layer are padded with NaN in the stacked
 """
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .grid import TokenGrid
+from .jsonutil import to_jsonable
 from .lags import (
     LagCurve,
     check_convention,
@@ -63,26 +63,6 @@ __all__ = [
     "rank_heads",
     "time_maps_from_attention",
 ]
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain-JSON copy: numpy -> Python, NaN/inf -> None, tuples -> lists."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, str):
-        return value
-    return str(value)
 
 
 @dataclass(frozen=True, eq=False)
@@ -280,7 +260,7 @@ class AnalysisResult:
             out["prefix_mass"] = self.prefix_mass
             out["forecast"]["forecast"] = getattr(fc, "forecast", None)
             out["forecast"]["full"] = getattr(fc, "full", None)
-        return _jsonable(out)
+        return to_jsonable(out)
 
 
 class MultiHeadAttentionRollout:

@@ -11,19 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from .argtypes import positive_int
+
 
 class UserError(Exception):
     """A problem with what the user asked for: printed as one line, exit code 2."""
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -149,9 +141,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "forecast": res.forecast.forecast.tolist(),
         "files": files,
     }
-    from .experiments import _jsonable
+    from .jsonutil import to_jsonable
 
-    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=1) + "\n")
+    (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=1) + "\n")
     top = res.ranked_heads[0]
     print(f"top head: {top.layer} head {top.head} (score {top.score:.3f}, period {top.period_samples:.1f} samples)")
     print(f"wrote {len(files)} figures and {out / 'summary.json'}")
@@ -214,10 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--csv", help="CSV file with a header row")
     source.add_argument("--expr", help="safe expression in n, e.g. 'sin(2*pi*n/57) + 0.1*cos(n/3)'")
     explain.add_argument("--column", help="CSV column to use (with --csv)")
-    explain.add_argument("--length", type=_positive_int, default=512, help="samples of --expr (default 512)")
-    explain.add_argument("--horizon", type=_positive_int, default=720, help="forecast steps (default 720)")
+    explain.add_argument("--length", type=positive_int, default=512, help="samples of --expr (default 512)")
+    explain.add_argument("--horizon", type=positive_int, default=720, help="forecast steps (default 720)")
     explain.add_argument("--heads", default="auto", help="'auto' (top-ranked) or LAYER:HEAD pairs, e.g. '3:2,5:1'")
-    explain.add_argument("--top-k", type=_positive_int, default=3, help="heads to plot with --heads auto")
+    explain.add_argument("--top-k", type=positive_int, default=3, help="heads to plot with --heads auto")
     explain.add_argument("--name", default="explain", help="name used in figure file names")
     explain.add_argument("--out", default="attnviz-out", help="output directory")
     _add_model_args(explain)
@@ -240,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(func=cmd_convert)
 
     evaluate = sub.add_parser("evaluate", help="forecast error vs mean and seasonal-naive baselines")
-    evaluate.add_argument("--cases", type=_positive_int, default=64, help="held-out harmonic mixtures")
+    evaluate.add_argument("--cases", type=positive_int, default=64, help="held-out harmonic mixtures")
     _add_model_args(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
     return parser

@@ -14,6 +14,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .jsonutil import to_jsonable
+
 SEED_EXPR = "sin(n/10) + sin(n/5 + 50) + cos(n + 50)"
 TWO_HARMONICS_EXPR = "sin(n/5 + 50) + cos(n + 50)"
 FUNDAMENTAL = 20 * np.pi  # sin(n/10): period 62.83 samples
@@ -115,24 +117,7 @@ class Outcome:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return None if not np.isfinite(v) else round(v, 6)
-    if isinstance(value, np.integer):
-        return int(value)
-    if hasattr(value, "to_dict"):
-        return _jsonable(value.to_dict())
-    return value
+        return to_jsonable(asdict(self))
 
 
 # ----- helpers on analysis results ---------------------------------------------------------------

@@ -7,25 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return value
+from ..argtypes import positive_float, positive_int
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -33,24 +15,24 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         prog="attnviz train", description="Train a small ViTime on synthetic series (resumable)."
     )
     parser.add_argument("--out", default="runs/default", help="run directory (checkpoint, log)")
-    parser.add_argument("--steps", type=_positive_int, default=20000, help="total optimiser steps")
-    parser.add_argument("--batch-size", type=_positive_int, default=16)
-    parser.add_argument("--lr", type=_positive_float, default=1e-3, help="peak AdamW learning rate")
-    parser.add_argument("--warmup", type=_positive_int, default=300, help="warm-up steps")
+    parser.add_argument("--steps", type=positive_int, default=20000, help="total optimiser steps")
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="peak AdamW learning rate")
+    parser.add_argument("--warmup", type=positive_int, default=300, help="warm-up steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    parser.add_argument("--checkpoint-every", type=_positive_int, default=250)
-    parser.add_argument("--eval-every", type=_positive_int, default=500)
+    parser.add_argument("--checkpoint-every", type=positive_int, default=250)
+    parser.add_argument("--eval-every", type=positive_int, default=500)
     parser.add_argument(
-        "--curriculum-rate", type=_positive_float, default=1.0 / 5000,
+        "--curriculum-rate", type=positive_float, default=1.0 / 5000,
         help="difficulty gained per step while the model keeps up (1/steps to reach the full mix)",
     )
     parser.add_argument(
-        "--curriculum-threshold", type=_positive_float, default=3.0,
+        "--curriculum-threshold", type=positive_float, default=3.0,
         help="running future EMD (value bins) on periodic series below which the curriculum advances",
     )
-    parser.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--export", metavar="PATH", default=None,
         help="after training, write the weights as PATH.safetensors + PATH.json",
