@@ -273,7 +273,12 @@ class ExperimentRunner:
         observed = (
             f"{len(hits)} head(s) peak within one column ({res.grid.samples_per_col:g} samples) of "
             f"at least two multiples of {period:.1f}"
-            + (f", e.g. {hits[0]['layer']} head {hits[0]['head']} at {hits[0]['peaks_samples']}" if hits else "")
+            + (
+                f", e.g. {hits[0]['layer']} head {hits[0]['head']} at "
+                f"{', '.join(f'{p:.1f}' for p in hits[0]['peaks_samples'])} samples"
+                if hits
+                else ""
+            )
         )
         return Outcome(exp.name, exp.title, exp.expected, observed, verdict, files, details)
 
