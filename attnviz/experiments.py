@@ -148,7 +148,12 @@ def heads_with_period(
             est = res.periods(layer, head)
             hits = periodic_peaks(est.peaks_samples, period, tol, limit)
             if len({round(h / period) for h in hits}) >= min_multiples:
-                found.append({"layer": layer, "layer_index": li, "head": head, "peaks_samples": hits})
+                error = float(np.mean([abs(h - round(h / period) * period) for h in hits]))
+                found.append(
+                    {"layer": layer, "layer_index": li, "head": head, "peaks_samples": hits, "mean_error_samples": error}
+                )
+    # Clearest first: most multiples matched, then the smallest distance to them.
+    found.sort(key=lambda f: (-len({round(h / period) for h in f["peaks_samples"]}), f["mean_error_samples"]))
     return found
 
 
@@ -264,9 +269,11 @@ class ExperimentRunner:
         series = self._signal(exp.signal, exp.length)
         res = self.analyze(exp.signal, series, exp.horizon)
         heads = select_heads(res, exp)
-        files = self._head_figures(res, exp, folder, heads)
         period = exp.known_periods[0]
         hits = heads_with_period(res, period)
+        if hits and (hits[0]["layer"], hits[0]["head"]) not in heads:
+            heads = [(hits[0]["layer"], hits[0]["head"]), *heads]  # the clearest periodic head too
+        files = self._head_figures(res, exp, folder, heads)
         details = self._single_details(res, heads)
         details["heads_with_fundamental_peaks"] = hits
         verdict = "pass" if hits else "fail"
