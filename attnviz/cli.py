@@ -103,7 +103,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     heads = parse_heads(args.heads)
     series, label = load_series(args)
     from .analysis import MultiHeadAttentionRollout
-    from .experiments import ranked_heads_json
+    from .experiments import model_label, ranked_heads_json
     from .plotting import Plotter
     from .validation import as_series
 
@@ -130,7 +130,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "signal": label,
         "length": int(len(series)),
         "horizon": args.horizon,
-        "model": fc.source,
+        "model": model_label(fc),
         "grid": res.grid.to_dict(),
         "ranked_heads": ranked_heads_json(res),
         "selected_heads": [

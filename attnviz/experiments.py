@@ -169,6 +169,16 @@ def period_strength(res: Any, layer: str, head: int, period: float, multiples: i
     return float(np.mean(picks)) if picks else 0.0
 
 
+def model_label(forecaster: Any) -> str | None:
+    """Where the weights came from, without machine-specific paths for the bundled model."""
+    from .weights import default_weights_path
+
+    source = getattr(forecaster, "source", None)
+    if source and Path(source) == default_weights_path():
+        return f"bundled:{Path(source).name}"
+    return source
+
+
 def ranked_heads_json(res: Any, limit: int | None = None) -> list[dict[str, Any]]:
     heads = res.ranked_heads if limit is None else res.ranked_heads[:limit]
     return [
@@ -214,7 +224,7 @@ class ExperimentRunner:
         runner: Callable[[Experiment, Path], Outcome] = getattr(self, f"_run_{exp.kind}")
         outcome = runner(exp, folder)
         outcome.seconds = round(time.time() - start, 2)
-        outcome.details.setdefault("model", getattr(self.forecaster, "source", None))
+        outcome.details.setdefault("model", model_label(self.forecaster))
         (folder / "summary.json").write_text(json.dumps(outcome.to_dict(), indent=1) + "\n")
         return outcome
 
