@@ -134,9 +134,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "grid": res.grid.to_dict(),
         "ranked_heads": ranked_heads_json(res),
         "selected_heads": [
-            {"layer": layer, "head": head, "peaks_samples": res.periods(layer, head).peaks_samples.tolist(),
-             "fundamental_samples": res.periods(layer, head).fundamental_samples}
-            for layer, head in chosen
+            {"layer": layer, "head": head, "peaks_samples": est.peaks_samples.tolist(),
+             "fundamental_samples": est.fundamental_samples}
+            for layer, head, est in ((lay, hd, res.periods(lay, hd)) for lay, hd in chosen)
         ],
         "forecast": res.forecast.forecast.tolist(),
         "files": files,

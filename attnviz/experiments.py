@@ -311,8 +311,9 @@ class ExperimentRunner:
         for h in flagged:
             before = period_strength(ref_res, h["layer"], h["head"], period)
             after = period_strength(res, h["layer"], h["head"], period)
-            remaining = periodic_peaks(res.periods(h["layer"], h["head"]).peaks_samples, period, tol, limit)
-            fundamental = res.periods(h["layer"], h["head"]).fundamental_samples
+            est = res.periods(h["layer"], h["head"])
+            remaining = periodic_peaks(est.peaks_samples, period, tol, limit)
+            fundamental = est.fundamental_samples
             # A remaining peak at an even multiple may belong to sin(n/5)'s 31.4-sample period;
             # the fundamental is gone when the curve no longer repeats at ~62.8 samples.
             gone = after < 0.5 * before or not (np.isfinite(fundamental) and abs(fundamental - period) <= tol)

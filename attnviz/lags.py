@@ -195,10 +195,7 @@ def lag_curve(
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    t = _check_time_map(time_map, grid)
-    kmax = max_lag_cols(grid, max_lag)
-    values = _diagonal_means(t, grid, direction, region, normalize, kmax)
-    return LagCurve(grid.lag_samples(np.arange(1, kmax + 1)), values)
+    return lag_curves(_check_time_map(time_map, grid), grid, direction, region, normalize, max_lag)
 
 
 def lag_curves(
