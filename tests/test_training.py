@@ -12,7 +12,9 @@ import torch
 from attnviz.forecasters.vitime import ViTimeConfig, ViTimeForecaster
 from attnviz.forecasters.vitime.mapping import gaussian_blur
 from attnviz.training.synthetic import SyntheticSeries, SyntheticSpec
-from attnviz.training.trainer import BatchBuilder, TrainConfig, emd_loss, export_checkpoint, train
+from attnviz.training.trainer import (
+    BatchBuilder, TrainConfig, emd_loss, export_checkpoint, initial_weights, train,
+)
 
 TINY = {"h": 32, "maxScal": 3.5, "size": [64, 0, 96], "patch_size": [16, 16], "embed_dim": 32,
         "depth": 1, "num_heads": 4, "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 4}
@@ -35,6 +37,23 @@ def test_easy_level_is_whole_column_sinusoids():
         spectrum = np.abs(np.fft.rfft(row - row.mean()))
         period = 2048 / np.argmax(spectrum)
         assert min(abs(period - p) / p for p in allowed) < 0.1, period
+
+
+def test_easy_periods_leave_the_column_grid_as_difficulty_grows():
+    spec = SyntheticSpec(col_width=32, easy_period_cols=(4,), easy_jitter=0.4, jitter_ramp=0.2, easy_fraction=1.0)
+
+    def periods(difficulty: float) -> np.ndarray:  # easy_fraction=1: every series is an easy one
+        rows = SyntheticSeries(seed=0, spec=spec).batch(200, 4096, difficulty=difficulty)
+        return np.array([4096 / np.argmax(np.abs(np.fft.rfft(row - row.mean()))) for row in rows])
+
+    exact = periods(0.0)
+    np.testing.assert_allclose(exact, 128, rtol=0.03)
+    half = periods(0.1)  # half-way up the ramp: +-20 %
+    assert half.min() > 128 * 0.78 and half.max() < 128 * 1.22
+    full = periods(0.2)  # +-40 %, spread over the range rather than stuck on the grid
+    assert full.min() > 128 * 0.58 and full.max() < 128 * 1.42
+    assert full.min() < 128 * 0.7 and full.max() > 128 * 1.3
+    assert np.mean(np.abs(full / 128 - 1) > 0.05) > 0.7
 
 
 def test_difficulty_widens_the_mix():
@@ -94,12 +113,40 @@ def test_train_resume_and_export(tmp_path):
     assert fc.predict(np.sin(np.arange(80) / 4), 40).forecast.shape == (40,)
 
 
+def test_init_from_checkpoint_or_weights_file(tmp_path):
+    first = TrainConfig(out_dir=str(tmp_path / "a"), steps=2, batch_size=2, warmup=1, model=TINY,
+                        eval_every=100, eval_cases=1, seed=1)
+    ckpt = train(first, log=lambda *_: None)
+    trained = torch.load(ckpt, weights_only=True)["model"]
+    weights, _ = export_checkpoint(ckpt, tmp_path / "tiny.safetensors")
+    config = ViTimeConfig.from_mapping(TINY)
+    for source in (ckpt, weights):
+        state = initial_weights(source, config)
+        assert state.keys() == trained.keys()
+        for key in trained:
+            torch.testing.assert_close(state[key], trained[key])
+    # A run initialised from it starts from those weights (lr ~0: they barely move).
+    second = TrainConfig(out_dir=str(tmp_path / "b"), steps=1, batch_size=2, warmup=1, lr=1e-12, model=TINY,
+                         eval_every=100, eval_cases=1, seed=2, init_from=str(weights))
+    after = torch.load(train(second, log=lambda *_: None), weights_only=True)
+    assert after["step"] == 1 and after["difficulty"] == 0.0
+    torch.testing.assert_close(after["model"]["pos_embed"], trained["pos_embed"])
+    torch.testing.assert_close(after["model"]["decoder_pred.weight"], trained["decoder_pred.weight"], atol=1e-6, rtol=0)
+    other = ViTimeConfig.from_mapping({**TINY, "embed_dim": 64})
+    with pytest.raises(ValueError, match="differs from this run"):
+        initial_weights(ckpt, other)
+    with pytest.raises(ValueError, match="no such file"):
+        initial_weights(tmp_path / "missing.pt", config)
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--steps", "0"], "positive integer"),
     (["--lr=-1e-3"], "positive"),
     (["--lr", "0"], "positive"),
     (["--batch-size", "x"], "positive integer"),
     (["--device", "tpu"], "invalid choice"),
+    (["--easy-jitter", "1.5"], "in [0, 1]"),
+    (["--jitter-ramp", "x"], "in [0, 1]"),
 ])
 def test_nonsense_flags_are_argparse_errors(flags, message):
     proc = subprocess.run([sys.executable, "-m", "attnviz.training", *flags], capture_output=True, text=True)

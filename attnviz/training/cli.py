@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from ..argtypes import positive_float, positive_int
+from ..argtypes import positive_float, positive_int, unit_float
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -31,6 +31,18 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument(
         "--curriculum-threshold", type=positive_float, default=3.0,
         help="running future EMD (value bins) on periodic series below which the curriculum advances",
+    )
+    parser.add_argument(
+        "--init-from", metavar="WEIGHTS", default=None,
+        help="start from these weights (a run's checkpoint.pt or a weights file) with a fresh optimiser",
+    )
+    parser.add_argument(
+        "--easy-jitter", type=unit_float, default=0.5,
+        help="largest relative deviation of the easy periods from whole token columns",
+    )
+    parser.add_argument(
+        "--jitter-ramp", type=unit_float, default=0.15,
+        help="curriculum difficulty at which the easy jitter is full (0: from the start)",
     )
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument(
@@ -68,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
             curriculum_rate=args.curriculum_rate,
             curriculum_threshold=args.curriculum_threshold,
             threads=args.threads,
+            easy_jitter=args.easy_jitter,
+            jitter_ramp=args.jitter_ramp,
+            init_from=args.init_from,
         )
         ckpt = train(cfg, resume=args.resume)
     if args.export:

@@ -2,7 +2,10 @@
 
 Series are generated directly on the image's column grid (one time unit = one image column),
 which is what the model sees after ViTime's resampling.  ``difficulty`` in [0, 1] widens the
-data gradually: at 0 only single sinusoids whose periods are whole token columns; at 1 the
+data gradually: at 0 only single sinusoids whose periods are whole token columns (a model can
+forecast those by copying whole tokens); the easy periods then move off the column grid
+(``easy_jitter``, full by ``jitter_ramp``) so the model has to learn periods between columns,
+which it does not generalise to from whole-column periods alone (measured); at 1 the
 full mix of 1-3 sinusoids with short to long periods, square / triangle / sawtooth and step
 waves, additive and multiplicative trends, random walks and noise.  Easy series always stay
 in the mix, because small models fall back onto the mean-forecast plateau when they vanish.
@@ -23,6 +26,8 @@ class SyntheticSpec:
     col_width: image columns per token column (the patch width); easy periods are multiples.
     min_period / max_period: period range at full difficulty.
     easy_fraction: share of easy single sinusoids kept at every difficulty.
+    easy_jitter: largest relative deviation of easy periods from whole columns (0 = exact).
+    jitter_ramp: difficulty at which the easy jitter reaches ``easy_jitter`` (0 = from the start).
     """
 
     col_width: int = 32
@@ -34,6 +39,8 @@ class SyntheticSpec:
     easy_fraction: float = 0.25
     other_family_fraction: float = 0.3
     max_noise: float = 0.15
+    easy_jitter: float = 0.5
+    jitter_ramp: float = 0.15
 
 
 class SyntheticSeries:
@@ -57,10 +64,12 @@ class SyntheticSeries:
         angle = 2 * np.pi * t[None, None, :] / periods[..., None] + phases[..., None]
         return np.einsum("nk,nkt->nt", amps, np.sin(angle))
 
-    def _easy(self, t: np.ndarray, n: int) -> np.ndarray:
+    def _easy(self, t: np.ndarray, n: int, difficulty: float) -> np.ndarray:
         spec = self.spec
         cols = self.rng.choice(np.asarray(spec.easy_period_cols), size=(n, 1))
-        period = cols * spec.col_width
+        ramp = 1.0 if spec.jitter_ramp <= 0 else min(1.0, difficulty / spec.jitter_ramp)
+        jitter = spec.easy_jitter * ramp
+        period = cols * spec.col_width * (1.0 + jitter * self.rng.uniform(-1.0, 1.0, size=(n, 1)))
         phase = self.rng.uniform(0, 2 * np.pi, size=(n, 1))
         amp = self.rng.uniform(0.5, 1.0, size=(n, 1))
         return amp * np.sin(2 * np.pi * t[None, :] / period + phase)
@@ -126,7 +135,7 @@ class SyntheticSeries:
         out = self._sinusoids(t, n, k, lo, hi)
         easy = family == -1
         if easy.any():
-            out[easy] = self._easy(t, int(easy.sum()))
+            out[easy] = self._easy(t, int(easy.sum()), d)
         other = family == 1
         if other.any():
             m = int(other.sum())

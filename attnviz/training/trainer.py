@@ -73,6 +73,9 @@ class TrainConfig:
     eval_every: int = 500
     eval_cases: int = 24
     threads: int | None = None
+    easy_jitter: float = 0.5  # see SyntheticSpec
+    jitter_ramp: float = 0.15
+    init_from: str | None = None  # start from these weights (fresh optimiser and curriculum)
     model: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_MODEL))
 
 
@@ -83,7 +86,9 @@ class BatchBuilder:
         self.config = config
         self.train = train
         self.device = device
-        spec = SyntheticSpec(col_width=config.patch_size[1])
+        spec = SyntheticSpec(
+            col_width=config.patch_size[1], easy_jitter=train.easy_jitter, jitter_ramp=train.jitter_ramp
+        )
         self.series = SyntheticSeries(train.seed, spec)
         self.rng = np.random.default_rng(train.seed + 1)
         kernel = torch.tensor(opencv_gaussian_kernel(BLUR_KERNEL_SIZE), dtype=torch.float32)
@@ -196,6 +201,30 @@ def evaluate_model(model: ViTimeMAE, device: torch.device, cases: list[EvalCase]
     return summary
 
 
+def initial_weights(path: str | Path, config: ViTimeConfig) -> dict[str, torch.Tensor]:
+    """Weights to start from: a training checkpoint, or any file ``load_forecaster`` reads.
+
+    The architecture must match the run's model; a mismatch is an error naming both.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"--init-from: no such file {path}")
+    state: dict[str, Any] | None = None
+    if path.suffix == ".pt":
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(raw, dict) and "model" in raw and "config" in raw and "step" in raw:
+            source = ViTimeConfig.from_mapping(raw["config"])
+            state = raw["model"]
+    if state is None:
+        fc = ViTimeForecaster.from_checkpoint(path, device="cpu")
+        source, state = fc.config, fc.model.state_dict()
+    if source.to_dict() != config.to_dict():
+        raise ValueError(
+            f"--init-from {path}: its model ({source.describe()}) differs from this run's ({config.describe()})"
+        )
+    return state
+
+
 def _atomic_save(payload: dict[str, Any], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
@@ -227,8 +256,12 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
         step, difficulty, ema = state["step"], state["difficulty"], state["ema"]
         elapsed = state.get("elapsed", 0.0)
         log(f"resumed from {ckpt_path} at step {step} (difficulty {difficulty:.3f})")
-    elif resume:
-        log(f"no checkpoint at {ckpt_path}; starting fresh")
+    else:
+        if resume:
+            log(f"no checkpoint at {ckpt_path}; starting fresh")
+        if cfg.init_from:
+            model.load_state_dict(initial_weights(cfg.init_from, config))
+            log(f"initialised from {cfg.init_from}")
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"{config.describe()}; {n_params / 1e6:.2f} M trainable parameters; device {device}")
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
