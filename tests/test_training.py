@@ -152,3 +152,34 @@ def test_nonsense_flags_are_argparse_errors(flags, message):
     proc = subprocess.run([sys.executable, "-m", "attnviz.training", *flags], capture_output=True, text=True)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _write_log(path, steps, evals=()):
+    records = [{"step": s, "loss": 5.0 - s / 100, "future_emd": 4.0 - s / 100, "difficulty": s / 1000,
+                **({"eval": {"median_ratio_to_mean": 1.0 - s / 1000, "seed_ratio_to_mean": 0.9}} if s in evals else {})}
+               for s in steps]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_training_report_chains_stages(tmp_path):
+    from attnviz.training.report import chain_logs, main, read_log
+
+    first = _write_log(tmp_path / "a.jsonl", [1, 2, 3, 2, 3, 4, 5], evals=(4,))  # resumed at 1
+    second = _write_log(tmp_path / "b.jsonl", [1, 2, 3], evals=(3,))
+    assert [r["step"] for r in read_log(first)] == [1, 2, 3, 4, 5]
+    rows, starts = chain_logs([f"{first}:4", str(second)])
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6, 7]
+    assert [r["stage"] for r in rows] == [0, 0, 0, 0, 1, 1, 1]
+    assert starts == [4]
+    assert rows[-1]["eval"]["median_ratio_to_mean"] == pytest.approx(0.997)
+    out = tmp_path / "curve.png"
+    assert main([f"{first}:4", str(second), str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    thin = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
+    assert thin[-1]["step"] == 7 and all("eval" in r or r["step"] % 50 == 0 or r is thin[-1] for r in thin)
+    with pytest.raises(ValueError, match="LOG or LOG:STEP"):
+        chain_logs([f"{first}:x"])
+    with pytest.raises(ValueError, match="no records up to step 0"):
+        chain_logs([f"{first}:0"])
+    assert main([str(out)]) == 2

@@ -1,6 +1,10 @@
-"""The training curve figure (loss and held-out error against steps) from a run's ``log.jsonl``.
+"""The training curve figure (loss and held-out error against steps) from runs' ``log.jsonl``.
 
     python -m attnviz.training.report runs/default/log.jsonl docs/training_curve.png
+
+A model trained in stages (a run started with ``--init-from`` another run's checkpoint) is
+drawn as one curve: give the logs in order, each optionally cut at the step its successor
+started from (``LOG:STEP``); later stages continue the step axis and are marked.
 """
 from __future__ import annotations
 
@@ -22,12 +26,41 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     return [latest[s] for s in sorted(latest)]
 
 
+def chain_logs(specs: list[str]) -> tuple[list[dict[str, Any]], list[int]]:
+    """Concatenate stage logs (``path`` or ``path:last_step``) on one step axis.
+
+    Returns the records (steps offset, ``stage`` added) and the global step where each later
+    stage begins.
+    """
+    rows: list[dict[str, Any]] = []
+    starts: list[int] = []
+    offset = 0
+    for index, spec in enumerate(specs):
+        path, _, cut = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
+        stage = read_log(path)
+        if cut:
+            try:
+                last = int(cut)
+            except ValueError:
+                raise ValueError(f"expected LOG or LOG:STEP, got {spec!r}") from None
+            stage = [r for r in stage if r["step"] <= last]
+            if not stage:
+                raise ValueError(f"{path} has no records up to step {last}")
+        if index:
+            starts.append(offset)
+        rows += [{**r, "step": r["step"] + offset, "stage": index} for r in stage]
+        offset = rows[-1]["step"]
+    return rows, starts
+
+
 def thin_log(rows: list[dict[str, Any]], every: int = 50) -> list[dict[str, Any]]:
     """Every ``every``-th step plus every evaluation (small enough to commit)."""
     return [r for r in rows if r["step"] % every == 0 or "eval" in r or r is rows[-1]]
 
 
-def plot_training_curve(rows: list[dict[str, Any]], out: str | Path, title: str = "") -> Path:
+def plot_training_curve(
+    rows: list[dict[str, Any]], out: str | Path, title: str = "", stage_starts: list[int] | None = None
+) -> Path:
     import numpy as np
 
     from ..plotting import Plotter
@@ -66,6 +99,12 @@ def plot_training_curve(rows: list[dict[str, Any]], out: str | Path, title: str 
             ax_eval.axhline(0.5, color=plotter.palette[3], ls="--", lw=0.8, alpha=0.6, label="target 0.5 (seed)")
             ax_eval.set_yscale("log")
             ax_eval.legend(fontsize="x-small")
+        for ax in (ax_loss, ax_eval):
+            for i, start in enumerate(stage_starts or []):
+                ax.axvline(start, color="0.45", lw=0.9, ls="-.",
+                           label="next stage (--init-from)" if ax is ax_eval and i == 0 else None)
+        if stage_starts and evals:
+            ax_eval.legend(fontsize="x-small")
         ax_eval.set_xlabel("step")
         ax_eval.set_ylabel("forecast MAE / mean-forecast MAE")
         ax_eval.set_title("held-out error (512 + 720)")
@@ -76,14 +115,15 @@ def plot_training_curve(rows: list[dict[str, Any]], out: str | Path, title: str 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print("usage: python -m attnviz.training.report LOG.jsonl OUT.png", file=sys.stderr)
+    if len(args) < 2:
+        print("usage: python -m attnviz.training.report LOG.jsonl[:STEP] [LOG.jsonl ...] OUT.png", file=sys.stderr)
         return 2
-    rows = read_log(args[0])
-    plot_training_curve(rows, args[1])
-    thin = Path(args[1]).with_suffix(".jsonl")
+    rows, starts = chain_logs(args[:-1])
+    out = args[-1]
+    plot_training_curve(rows, out, stage_starts=starts)
+    thin = Path(out).with_suffix(".jsonl")
     thin.write_text("".join(json.dumps(r) + "\n" for r in thin_log(rows)))
-    print(f"wrote {args[1]} and {thin}")
+    print(f"wrote {out} and {thin}")
     return 0
 
 
