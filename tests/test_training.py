@@ -147,6 +147,9 @@ def test_init_from_checkpoint_or_weights_file(tmp_path):
     (["--device", "tpu"], "invalid choice"),
     (["--easy-jitter", "1.5"], "in [0, 1]"),
     (["--jitter-ramp", "x"], "in [0, 1]"),
+    (["--easy-period-cols", "0,2"], "comma-separated positive integers"),
+    (["--easy-period-cols", "2;3"], "comma-separated positive integers"),
+    (["--max-difficulty", "-0.1"], "in [0, 1]"),
 ])
 def test_nonsense_flags_are_argparse_errors(flags, message):
     proc = subprocess.run([sys.executable, "-m", "attnviz.training", *flags], capture_output=True, text=True)
@@ -183,3 +186,18 @@ def test_training_report_chains_stages(tmp_path):
     with pytest.raises(ValueError, match="no records up to step 0"):
         chain_logs([f"{first}:0"])
     assert main([str(out)]) == 2
+
+
+def test_start_above_max_difficulty_is_refused():
+    proc = subprocess.run(
+        [sys.executable, "-m", "attnviz.training", "--start-difficulty", "0.5", "--max-difficulty", "0.2"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode != 0
+    assert "--start-difficulty 0.5 is above --max-difficulty 0.2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_easy_period_cols_reach_the_generator(tmp_path):
+    cfg = TrainConfig(out_dir=str(tmp_path), model=TINY, easy_period_cols=(1, 3))
+    builder = BatchBuilder(ViTimeConfig.from_mapping(TINY), cfg, torch.device("cpu"))
+    assert builder.series.spec.easy_period_cols == (1, 3) and builder.series.spec.col_width == 16

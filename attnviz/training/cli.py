@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from ..argtypes import positive_float, positive_int, unit_float
+from ..argtypes import column_list, positive_float, positive_int, unit_float
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -44,6 +44,17 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--jitter-ramp", type=unit_float, default=0.15,
         help="curriculum difficulty at which the easy jitter is full (0: from the start)",
     )
+    parser.add_argument(
+        "--easy-period-cols", type=column_list, default=None, metavar="N,N,...",
+        help="periods of the easy sinusoids, in token columns (default 2,3,4,5,6,8)",
+    )
+    parser.add_argument(
+        "--start-difficulty", type=unit_float, default=0.0,
+        help="curriculum difficulty of a fresh run (e.g. where the --init-from run stopped)",
+    )
+    parser.add_argument(
+        "--max-difficulty", type=unit_float, default=1.0, help="the curriculum stops here"
+    )
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--export", metavar="PATH", default=None,
@@ -67,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         if not ckpt.exists():
             raise SystemExit(f"attnviz train: no checkpoint to export at {ckpt}")
     else:
+        if args.start_difficulty > args.max_difficulty:
+            raise SystemExit(
+                f"attnviz train: --start-difficulty {args.start_difficulty} is above --max-difficulty {args.max_difficulty}"
+            )
         cfg = TrainConfig(
             out_dir=args.out,
             steps=args.steps,
@@ -83,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
             easy_jitter=args.easy_jitter,
             jitter_ramp=args.jitter_ramp,
             init_from=args.init_from,
+            start_difficulty=args.start_difficulty,
+            max_difficulty=args.max_difficulty,
+            **({"easy_period_cols": args.easy_period_cols} if args.easy_period_cols else {}),
         )
         ckpt = train(cfg, resume=args.resume)
     if args.export:

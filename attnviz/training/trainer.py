@@ -75,6 +75,7 @@ class TrainConfig:
     threads: int | None = None
     easy_jitter: float = 0.5  # see SyntheticSpec
     jitter_ramp: float = 0.15
+    easy_period_cols: tuple[int, ...] = SyntheticSpec.easy_period_cols
     init_from: str | None = None  # start from these weights (fresh optimiser and curriculum)
     model: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_MODEL))
 
@@ -87,7 +88,10 @@ class BatchBuilder:
         self.train = train
         self.device = device
         spec = SyntheticSpec(
-            col_width=config.patch_size[1], easy_jitter=train.easy_jitter, jitter_ramp=train.jitter_ramp
+            col_width=config.patch_size[1],
+            easy_jitter=train.easy_jitter,
+            jitter_ramp=train.jitter_ramp,
+            easy_period_cols=tuple(train.easy_period_cols),
         )
         self.series = SyntheticSeries(train.seed, spec)
         self.rng = np.random.default_rng(train.seed + 1)
