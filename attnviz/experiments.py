@@ -221,6 +221,10 @@ class ExperimentRunner:
         start = time.time()
         folder = self.out_dir / exp.name
         folder.mkdir(parents=True, exist_ok=True)
+        # Figures of an earlier run may name other heads (another model, another ranking):
+        # remove this experiment's own figures so the folder shows only this run.
+        for stale in folder.glob(f"experiment_{exp.name}_*.png"):
+            stale.unlink()
         runner: Callable[[Experiment, Path], Outcome] = getattr(self, f"_run_{exp.kind}")
         outcome = runner(exp, folder)
         outcome.seconds = round(time.time() - start, 2)

@@ -34,7 +34,12 @@ def test_periodic_peaks_matches_multiples_within_tolerance():
 
 def test_seed_experiments_write_figures_and_summaries(tmp_path):
     fc = attnviz.load_forecaster()
+    stale = tmp_path / "three_harmonics" / "experiment_three_harmonics_layer_9_head_9_correlations.png"
+    stale.parent.mkdir()
+    stale.write_bytes(b"old figure of a head this run does not pick")
+    (tmp_path / "three_harmonics" / "notes.txt").write_text("not ours")
     outcomes = run_experiments(fc, tmp_path, ["three_harmonics", "two_harmonics"], progress=False)
+    assert not stale.exists() and (tmp_path / "three_harmonics" / "notes.txt").exists()
     assert [o.name for o in outcomes] == ["three_harmonics", "two_harmonics"]
     assert plt.get_fignums() == []
     for o in outcomes:
