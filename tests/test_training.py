@@ -54,6 +54,10 @@ def test_easy_periods_leave_the_column_grid_as_difficulty_grows():
     assert full.min() > 128 * 0.58 and full.max() < 128 * 1.42
     assert full.min() < 128 * 0.7 and full.max() > 128 * 1.3
     assert np.mean(np.abs(full / 128 - 1) > 0.05) > 0.7
+    # Without jitter the easy periods stay on the grid at any difficulty (how stage 1 was trained).
+    still = SyntheticSeries(seed=0, spec=SyntheticSpec(easy_period_cols=(4,), easy_jitter=0.0, easy_fraction=1.0))
+    rows = still.batch(50, 4096, difficulty=0.4)
+    np.testing.assert_allclose([4096 / np.argmax(np.abs(np.fft.rfft(r - r.mean()))) for r in rows], 128)
 
 
 def test_difficulty_widens_the_mix():

@@ -67,9 +67,10 @@ class SyntheticSeries:
     def _easy(self, t: np.ndarray, n: int, difficulty: float) -> np.ndarray:
         spec = self.spec
         cols = self.rng.choice(np.asarray(spec.easy_period_cols), size=(n, 1))
-        ramp = 1.0 if spec.jitter_ramp <= 0 else min(1.0, difficulty / spec.jitter_ramp)
-        jitter = spec.easy_jitter * ramp
-        period = cols * spec.col_width * (1.0 + jitter * self.rng.uniform(-1.0, 1.0, size=(n, 1)))
+        period = cols * spec.col_width
+        if spec.easy_jitter > 0:  # (no draw at all without jitter: runs made before it replay exactly)
+            ramp = 1.0 if spec.jitter_ramp <= 0 else min(1.0, difficulty / spec.jitter_ramp)
+            period = period * (1.0 + spec.easy_jitter * ramp * self.rng.uniform(-1.0, 1.0, size=(n, 1)))
         phase = self.rng.uniform(0, 2 * np.pi, size=(n, 1))
         amp = self.rng.uniform(0.5, 1.0, size=(n, 1))
         return amp * np.sin(2 * np.pi * t[None, :] / period + phase)
