@@ -155,6 +155,12 @@ def real_cases() -> list[EvalCase]:
     return cases
 
 
+TABLE_HEAD = (
+    "| series | model MAE | mean-forecast MAE | seasonal-naive MAE | model / mean |",
+    "|---|---|---|---|---|",
+)
+
+
 def evaluation_table(forecaster: Any, cases: int = 64, seed: int = 12345) -> str:
     """Markdown table: model vs mean and seasonal-naive forecasts on held-out and real series."""
     mixtures = evaluate_cases(forecaster, harmonic_mixtures(count=cases, seed=seed))
@@ -165,8 +171,7 @@ def evaluation_table(forecaster: Any, cases: int = 64, seed: int = 12345) -> str
     lines = [
         f"model: {getattr(forecaster, 'source', '?')}",
         "",
-        "| series | model MAE | mean-forecast MAE | seasonal-naive MAE | model / mean |",
-        "|---|---|---|---|---|",
+        *TABLE_HEAD,
     ]
     med = lambda attr: float(np.median([getattr(r, attr) for r in mixtures]))  # noqa: E731
     lines.append(
@@ -181,8 +186,7 @@ def evaluation_table(forecaster: Any, cases: int = 64, seed: int = 12345) -> str
         "",
         "Single sinusoids (512 + 720, no noise) across the mixtures' period range:",
         "",
-        "| series | model MAE | mean-forecast MAE | seasonal-naive MAE | model / mean |",
-        "|---|---|---|---|---|",
+        *TABLE_HEAD,
         *(_table_row(row) for row in sweep),
     ]
     return "\n".join(lines)

@@ -193,8 +193,6 @@ def lag_curve(
 
     max_lag (samples) truncates the curve; beyond the grid raises ValueError.
     """
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     return lag_curves(_check_time_map(time_map, grid), grid, direction, region, normalize, max_lag)
 
 
