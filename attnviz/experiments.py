@@ -237,7 +237,21 @@ class ExperimentRunner:
 
         return evaluate_expression(expr, length)
 
-    def _head_figures(self, res: Any, exp: Experiment, folder: Path, heads: Sequence[tuple[str, int]]) -> list[str]:
+    def _continuation(self, expr: str, series: np.ndarray, horizon: int) -> np.ndarray | None:
+        """The signal's real next ``horizon`` values (None if it is not a pure function of n)."""
+        full = self._signal(expr, len(series) + horizon)
+        if not np.allclose(full[: len(series)], series, equal_nan=True):
+            return None
+        return full[len(series) :]
+
+    def _head_figures(
+        self,
+        res: Any,
+        exp: Experiment,
+        folder: Path,
+        heads: Sequence[tuple[str, int]],
+        truth: np.ndarray | None = None,
+    ) -> list[str]:
         files = []
         for layer, head in heads:
             files.append(
@@ -254,12 +268,23 @@ class ExperimentRunner:
             files.append(
                 str(
                     self.plotter.save(
-                        self.plotter.series_panel(res, layer=best_layer, head=best_head),
+                        self.plotter.series_panel(res, layer=best_layer, head=best_head, truth=truth),
                         folder / f"experiment_{exp.name}_series.png",
                     )
                 )
             )
         return files
+
+    @staticmethod
+    def _forecast_error(res: Any, truth: np.ndarray | None) -> dict[str, float] | None:
+        """The forecast's MAE against the real continuation, and the mean forecast's."""
+        from .evaluation import mae, mean_forecast
+
+        if truth is None:
+            return None
+        model = mae(res.forecast.forecast, truth)
+        baseline = mae(mean_forecast(res.series, len(truth)), truth)
+        return {"mae": model, "mean_forecast_mae": baseline, "ratio_to_mean": model / baseline}
 
     def _single_details(self, res: Any, heads: Sequence[tuple[str, int]]) -> dict[str, Any]:
         per_head = []
@@ -281,14 +306,16 @@ class ExperimentRunner:
 
     def _run_single(self, exp: Experiment, folder: Path) -> Outcome:
         series = self._signal(exp.signal, exp.length)
+        truth = self._continuation(exp.signal, series, exp.horizon)
         res = self.analyze(exp.signal, series, exp.horizon)
         heads = select_heads(res, exp)
         period = exp.known_periods[0]
         hits = heads_with_period(res, period)
         if hits and (hits[0]["layer"], hits[0]["head"]) not in heads:
             heads = [(hits[0]["layer"], hits[0]["head"]), *heads]  # the clearest periodic head too
-        files = self._head_figures(res, exp, folder, heads)
+        files = self._head_figures(res, exp, folder, heads, truth)
         details = self._single_details(res, heads)
+        details["forecast_vs_truth"] = self._forecast_error(res, truth)
         details["heads_with_fundamental_peaks"] = hits
         verdict = "pass" if hits else "fail"
         observed = (
@@ -307,9 +334,12 @@ class ExperimentRunner:
         ref_expr = exp.params["reference_signal"]
         period = exp.known_periods[0]
         ref_res = self.analyze(ref_expr, self._signal(ref_expr, exp.length), exp.horizon)
-        res = self.analyze(exp.signal, self._signal(exp.signal, exp.length), exp.horizon)
+        series = self._signal(exp.signal, exp.length)
+        truth = self._continuation(exp.signal, series, exp.horizon)
+        res = self.analyze(exp.signal, series, exp.horizon)
         flagged = heads_with_period(ref_res, period)
-        files = self._head_figures(res, exp, folder, [(h["layer"], h["head"]) for h in flagged[: exp.top_k]] or select_heads(res, exp))
+        shown = [(h["layer"], h["head"]) for h in flagged[: exp.top_k]] or select_heads(res, exp)
+        files = self._head_figures(res, exp, folder, shown, truth)
         tol, limit = res.grid.samples_per_col, 4 * period
         rows, vanished = [], 0
         for h in flagged:
@@ -344,6 +374,7 @@ class ExperimentRunner:
                 f"(mean lag-curve z-score at its multiples {mean_before:.2f} -> {mean_after:.2f})"
             )
         details = self._single_details(res, select_heads(res, exp))
+        details["forecast_vs_truth"] = self._forecast_error(res, truth)
         details["contrast"] = rows
         return Outcome(exp.name, exp.title, exp.expected, observed, verdict, files, details)
 

@@ -950,13 +950,25 @@ class Plotter:
         title: str = "",
         *,
         known_periods: Iterable[float] = (),
+        truth: Any = None,
         figsize: tuple[float, float] = (10.0, 5.2),
     ) -> Figure:
         """History + forecast over time (samples) and, below, the attention one query column
-        sends to every key column, drawn as bars spanning each column's samples."""
+        sends to every key column, drawn as bars spanning each column's samples.
+
+        truth: the series' real continuation (as long as the forecast), drawn under the forecast
+        so a reader can judge it; the forecast's MAE against it goes into the legend.
+        """
         grid = _check_grid(grid)
         hist = _as_1d(history, "history")
         fc = _as_1d(forecast, "forecast") if forecast is not None else np.zeros(0)
+        actual = None
+        if truth is not None:
+            actual = _as_1d(truth, "truth")
+            if actual.size != fc.size:
+                raise ValueError(
+                    f"truth must have as many values as the forecast ({fc.size}), got {actual.size}"
+                )
         spc = grid.samples_per_col
         L = hist.size
         boundary = float(grid.history_boundary) * spc
@@ -971,7 +983,12 @@ class Plotter:
         h_line.set_gid("history")
         if fc.size:
             x_fc = np.arange(L, L + fc.size)
-            (f_line,) = ax.plot(x_fc, fc, color=pal[1], lw=1.2, label="forecast")
+            label = "forecast"
+            if actual is not None:
+                (t_line,) = ax.plot(x_fc, actual, color="0.45", lw=1.0, ls=":", label="truth")
+                t_line.set_gid("truth")
+                label = f"forecast (MAE {_fmt(float(np.mean(np.abs(fc - actual))))})"
+            (f_line,) = ax.plot(x_fc, fc, color=pal[1], lw=1.2, label=label)
             f_line.set_gid("forecast")
         for a in (ax, ax_att) if with_attn else (ax,):
             line = a.axvline(
@@ -1051,7 +1068,7 @@ class Plotter:
             loc="lower left",
             bbox_to_anchor=(0.0, 1.0),
             fontsize="x-small",
-            ncols=4,
+            ncols=5,
             borderaxespad=0.2,
         )
         sub = f"samples_per_col = {_fmt(spc)}; bars span one token column each"
@@ -1071,6 +1088,7 @@ class Plotter:
 
         forecast_col: query column (default: middle of the forecast region).  layer/head:
         default the best-ranked head (``res.ranked_heads[0]``), else layer 0, head 0.
+        Other keywords (``truth``, ``figsize``) go to :meth:`series_figure`.
         """
         grid = res.grid
         maps = _time_maps(res)

@@ -53,6 +53,16 @@ def test_seed_experiments_write_figures_and_summaries(tmp_path):
                 assert img.size[0] >= 600 and img.size[1] >= 300
         names = [Path(f).name for f in summary["files"]]
         assert any(n.startswith(f"experiment_{o.name}_layer_") and n.endswith("_correlations.png") for n in names)
+        # The forecast is scored against the signal's real continuation, recomputed here.
+        exp = EXPERIMENTS[o.name]
+        n = np.arange(exp.length + exp.horizon, dtype=float)
+        full = np.sin(n / 5 + 50) + np.cos(n + 50) + (np.sin(n / 10) if o.name == "three_harmonics" else 0)
+        forecast = fc.predict(full[: exp.length], exp.horizon).forecast
+        truth = full[exp.length :]
+        scored = summary["details"]["forecast_vs_truth"]
+        assert scored["mae"] == pytest.approx(np.mean(np.abs(forecast - truth)), rel=1e-6)
+        assert scored["mean_forecast_mae"] == pytest.approx(np.mean(np.abs(full[: exp.length].mean() - truth)))
+        assert scored["ratio_to_mean"] == pytest.approx(scored["mae"] / scored["mean_forecast_mae"])
     table = format_table(outcomes)
     assert "three_harmonics" in table and "verdict" in table
 

@@ -479,6 +479,26 @@ def test_series_panel(plotter):
         plotter.series_panel(res, forecast_col=77)
 
 
+def test_series_panel_draws_the_truth_and_scores_the_forecast(plotter):
+    res = FakeResult(grid_seed())
+    forecast = np.asarray(res.forecast.forecast, float)
+    truth = forecast + 0.25  # a known MAE of 0.25
+    fig = plotter.series_panel(res, truth=truth, figsize=SMALL)
+    ax = axes_with_gid(fig, "series_axes")
+    (line,) = find_gid(ax, "truth")
+    np.testing.assert_array_equal(line.get_ydata(), truth)
+    assert line.get_xdata()[0] == 512
+    (fc,) = find_gid(ax, "forecast")
+    assert fc.get_label() == "forecast (MAE 0.25)"
+    assert "truth" in [t.get_text() for t in ax.get_legend().get_texts()]
+    # without a truth: no truth line, plain label
+    fig = plotter.series_panel(res, figsize=SMALL)
+    ax = axes_with_gid(fig, "series_axes")
+    assert find_gid(ax, "truth") == [] and find_gid(ax, "forecast")[0].get_label() == "forecast"
+    with pytest.raises(ValueError, match="truth must have as many values as the forecast \\(720\\), got 10"):
+        plotter.series_panel(res, truth=np.zeros(10))
+
+
 def test_period_sweep(plotter):
     true = np.array([20.0, 40.0, 62.8, 100.0, 150.0])
     det = np.array([21.0, 58.0, 62.5, np.nan, 140.0])
