@@ -154,6 +154,8 @@ def test_init_from_checkpoint_or_weights_file(tmp_path):
     (["--easy-period-cols", "0,2"], "comma-separated positive integers"),
     (["--easy-period-cols", "2;3"], "comma-separated positive integers"),
     (["--max-difficulty", "-0.1"], "in [0, 1]"),
+    (["--easy-fraction", "1.2"], "in [0, 1]"),
+    (["--other-fraction", "x"], "in [0, 1]"),
 ])
 def test_nonsense_flags_are_argparse_errors(flags, message):
     proc = subprocess.run([sys.executable, "-m", "attnviz.training", *flags], capture_output=True, text=True)
@@ -205,3 +207,24 @@ def test_easy_period_cols_reach_the_generator(tmp_path):
     cfg = TrainConfig(out_dir=str(tmp_path), model=TINY, easy_period_cols=(1, 3))
     builder = BatchBuilder(ViTimeConfig.from_mapping(TINY), cfg, torch.device("cpu"))
     assert builder.series.spec.easy_period_cols == (1, 3) and builder.series.spec.col_width == 16
+
+
+def test_family_shares_reach_the_generator(tmp_path):
+    cfg = TrainConfig(out_dir=str(tmp_path), model=TINY, easy_fraction=0.1, other_family_fraction=0.05)
+    builder = BatchBuilder(ViTimeConfig.from_mapping(TINY), cfg, torch.device("cpu"))
+    spec = builder.series.spec
+    assert (spec.easy_fraction, spec.other_family_fraction) == (0.1, 0.05)
+    # The non-sinusoidal share is other_fraction x difficulty: 0.05 at full difficulty, 0.3 by default.
+    _, periodic = builder.series.batch_with_labels(4000, 256, difficulty=1.0)
+    assert abs((~periodic).mean() - 0.05) < 0.015
+    _, periodic = SyntheticSeries(0).batch_with_labels(4000, 256, difficulty=1.0)
+    assert abs((~periodic).mean() - 0.3) < 0.03
+
+
+def test_family_shares_above_one_are_refused():
+    proc = subprocess.run(
+        [sys.executable, "-m", "attnviz.training", "--easy-fraction", "0.8", "--other-fraction", "0.4"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode != 0
+    assert "--easy-fraction 0.8 + --other-fraction 0.4 exceed 1" in proc.stderr and "Traceback" not in proc.stderr

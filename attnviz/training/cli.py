@@ -49,6 +49,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="periods of the easy sinusoids, in token columns (default 2,3,4,5,6,8)",
     )
     parser.add_argument(
+        "--easy-fraction", type=unit_float, default=0.25,
+        help="share of easy single sinusoids kept in every batch, at any difficulty",
+    )
+    parser.add_argument(
+        "--other-fraction", type=unit_float, default=0.3,
+        help="share of non-sinusoidal series (shaped and step waves, random walks) at full difficulty",
+    )
+    parser.add_argument(
         "--start-difficulty", type=unit_float, default=0.0,
         help="curriculum difficulty of a fresh run (e.g. where the --init-from run stopped)",
     )
@@ -82,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(
                 f"attnviz train: --start-difficulty {args.start_difficulty} is above --max-difficulty {args.max_difficulty}"
             )
+        if args.easy_fraction + args.other_fraction > 1:
+            raise SystemExit(
+                f"attnviz train: --easy-fraction {args.easy_fraction} + --other-fraction "
+                f"{args.other_fraction} exceed 1 (the rest of each batch is sinusoid mixtures)"
+            )
         cfg = TrainConfig(
             out_dir=args.out,
             steps=args.steps,
@@ -100,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
             init_from=args.init_from,
             start_difficulty=args.start_difficulty,
             max_difficulty=args.max_difficulty,
+            easy_fraction=args.easy_fraction,
+            other_family_fraction=args.other_fraction,
             **({"easy_period_cols": args.easy_period_cols} if args.easy_period_cols else {}),
         )
         ckpt = train(cfg, resume=args.resume)

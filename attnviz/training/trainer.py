@@ -76,6 +76,8 @@ class TrainConfig:
     easy_jitter: float = 0.5  # see SyntheticSpec
     jitter_ramp: float = 0.15
     easy_period_cols: tuple[int, ...] = SyntheticSpec.easy_period_cols
+    easy_fraction: float = SyntheticSpec.easy_fraction
+    other_family_fraction: float = SyntheticSpec.other_family_fraction
     init_from: str | None = None  # start from these weights (fresh optimiser and curriculum)
     model: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_MODEL))
 
@@ -92,6 +94,8 @@ class BatchBuilder:
             easy_jitter=train.easy_jitter,
             jitter_ramp=train.jitter_ramp,
             easy_period_cols=tuple(train.easy_period_cols),
+            easy_fraction=train.easy_fraction,
+            other_family_fraction=train.other_family_fraction,
         )
         self.series = SyntheticSeries(train.seed, spec)
         self.rng = np.random.default_rng(train.seed + 1)
