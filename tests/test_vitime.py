@@ -267,6 +267,19 @@ def test_native_checkpoint_errors(tmp_path):
         attnviz.ViTimeForecaster.from_checkpoint(tmp_path / "ok.safetensors")
 
 
+def test_folder_checkpoint_loads_from_the_folder_or_its_weights_file(tmp_path):
+    fc = attnviz.ViTimeForecaster.from_config(TINY)
+    weights, config = fc.save(tmp_path / "run")  # no suffix: a folder
+    assert (weights.name, config.name) == ("model.safetensors", "config.json")
+    x = np.sin(np.arange(200) / 5.0)
+    expected = fc.predict(x, 50).forecast
+    for path in (tmp_path / "run", weights, config):
+        np.testing.assert_array_equal(attnviz.ViTimeForecaster.from_checkpoint(path).predict(x, 50).forecast, expected)
+    config.unlink()
+    with pytest.raises(CheckpointError, match="model.json is missing"):
+        attnviz.ViTimeForecaster.from_checkpoint(weights)
+
+
 def test_devices():
     fc = attnviz.ViTimeForecaster.from_config(TINY, device="auto")
     assert fc.device.type in ("cpu", "cuda")

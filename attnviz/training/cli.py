@@ -66,7 +66,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--export", metavar="PATH", default=None,
-        help="after training, write the weights as PATH.safetensors + PATH.json",
+        help="after training, write the weights as PATH.safetensors + PATH.json "
+        "(a PATH without those suffixes: a folder with model.safetensors + config.json)",
     )
     parser.add_argument(
         "--export-only", action="store_true", help="only export OUT/checkpoint.pt to --export"

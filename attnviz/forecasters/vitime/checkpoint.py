@@ -57,9 +57,17 @@ def resolve_native_paths(path: Path) -> tuple[Path, Path] | None:
     if path.is_dir():
         return path / "model.safetensors", path / "config.json"
     if path.suffix == ".safetensors":
-        return path, path.with_suffix(".json")
+        beside = path.with_suffix(".json")
+        folder_config = path.parent / "config.json"  # the weights file of a folder-form checkpoint
+        if not beside.exists() and path.name == "model.safetensors" and folder_config.exists():
+            return path, folder_config
+        return path, beside
     if path.suffix == ".json":
-        return path.with_suffix(".safetensors"), path
+        beside = path.with_suffix(".safetensors")
+        folder_weights = path.parent / "model.safetensors"
+        if not beside.exists() and path.name == "config.json" and folder_weights.exists():
+            return folder_weights, path
+        return beside, path
     return None
 
 
