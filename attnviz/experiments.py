@@ -237,12 +237,13 @@ class ExperimentRunner:
 
         return evaluate_expression(expr, length)
 
-    def _continuation(self, expr: str, series: np.ndarray, horizon: int) -> np.ndarray | None:
-        """The signal's real next ``horizon`` values (None if it is not a pure function of n)."""
-        full = self._signal(expr, len(series) + horizon)
-        if not np.allclose(full[: len(series)], series, equal_nan=True):
-            return None
-        return full[len(series) :]
+    def _history_and_truth(self, expr: str, length: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+        """The signal's first ``length`` samples and its real next ``horizon`` ones.
+
+        Expressions are element-wise in ``n``, so one evaluation over both spans serves both.
+        """
+        full = self._signal(expr, length + horizon)
+        return full[:length], full[length:]
 
     def _head_figures(
         self,
@@ -305,8 +306,7 @@ class ExperimentRunner:
         }
 
     def _run_single(self, exp: Experiment, folder: Path) -> Outcome:
-        series = self._signal(exp.signal, exp.length)
-        truth = self._continuation(exp.signal, series, exp.horizon)
+        series, truth = self._history_and_truth(exp.signal, exp.length, exp.horizon)
         res = self.analyze(exp.signal, series, exp.horizon)
         heads = select_heads(res, exp)
         period = exp.known_periods[0]
@@ -334,8 +334,7 @@ class ExperimentRunner:
         ref_expr = exp.params["reference_signal"]
         period = exp.known_periods[0]
         ref_res = self.analyze(ref_expr, self._signal(ref_expr, exp.length), exp.horizon)
-        series = self._signal(exp.signal, exp.length)
-        truth = self._continuation(exp.signal, series, exp.horizon)
+        series, truth = self._history_and_truth(exp.signal, exp.length, exp.horizon)
         res = self.analyze(exp.signal, series, exp.horizon)
         flagged = heads_with_period(ref_res, period)
         shown = [(h["layer"], h["head"]) for h in flagged[: exp.top_k]] or select_heads(res, exp)

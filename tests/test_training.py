@@ -194,13 +194,14 @@ def test_training_report_chains_stages(tmp_path):
     assert main([str(out)]) == 2
 
 
-def test_start_above_max_difficulty_is_refused():
-    proc = subprocess.run(
-        [sys.executable, "-m", "attnviz.training", "--start-difficulty", "0.5", "--max-difficulty", "0.2"],
-        capture_output=True, text=True,
-    )
+@pytest.mark.parametrize("flags, message", [
+    (["--start-difficulty", "0.5", "--max-difficulty", "0.2"], "--start-difficulty 0.5 is above --max-difficulty 0.2"),
+    (["--easy-fraction", "0.8", "--other-fraction", "0.4"], "--easy-fraction 0.8 + --other-fraction 0.4 exceed 1"),
+])
+def test_contradictory_flags_are_refused(flags, message):
+    proc = subprocess.run([sys.executable, "-m", "attnviz.training", *flags], capture_output=True, text=True)
     assert proc.returncode != 0
-    assert "--start-difficulty 0.5 is above --max-difficulty 0.2" in proc.stderr and "Traceback" not in proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_easy_period_cols_reach_the_generator(tmp_path):
@@ -219,12 +220,3 @@ def test_family_shares_reach_the_generator(tmp_path):
     assert abs((~periodic).mean() - 0.05) < 0.015
     _, periodic = SyntheticSeries(0).batch_with_labels(4000, 256, difficulty=1.0)
     assert abs((~periodic).mean() - 0.3) < 0.03
-
-
-def test_family_shares_above_one_are_refused():
-    proc = subprocess.run(
-        [sys.executable, "-m", "attnviz.training", "--easy-fraction", "0.8", "--other-fraction", "0.4"],
-        capture_output=True, text=True,
-    )
-    assert proc.returncode != 0
-    assert "--easy-fraction 0.8 + --other-fraction 0.4 exceed 1" in proc.stderr and "Traceback" not in proc.stderr

@@ -53,22 +53,20 @@ def _safe_globals() -> list[Any]:
 
 
 def resolve_native_paths(path: Path) -> tuple[Path, Path] | None:
-    """(weights, config) paths if ``path`` names a native checkpoint, else None."""
+    """(weights, config) paths if ``path`` names a native checkpoint, else None.
+
+    Two layouts: ``<stem>.safetensors`` + ``<stem>.json``, or a folder holding
+    ``model.safetensors`` + ``config.json`` (named by the folder or either file).
+    """
     if path.is_dir():
         return path / "model.safetensors", path / "config.json"
-    if path.suffix == ".safetensors":
-        beside = path.with_suffix(".json")
-        folder_config = path.parent / "config.json"  # the weights file of a folder-form checkpoint
-        if not beside.exists() and path.name == "model.safetensors" and folder_config.exists():
-            return path, folder_config
-        return path, beside
-    if path.suffix == ".json":
-        beside = path.with_suffix(".safetensors")
-        folder_weights = path.parent / "model.safetensors"
-        if not beside.exists() and path.name == "config.json" and folder_weights.exists():
-            return folder_weights, path
-        return beside, path
-    return None
+    if path.suffix not in (".safetensors", ".json"):
+        return None
+    pair = (path.with_suffix(".safetensors"), path.with_suffix(".json"))
+    folder_form = (path.parent / "model.safetensors", path.parent / "config.json")
+    if path in folder_form and not all(p.exists() for p in pair) and all(p.exists() for p in folder_form):
+        return folder_form
+    return pair
 
 
 def load_checkpoint(path: str | Path, trust_checkpoint: bool = False) -> LoadedCheckpoint:
