@@ -44,6 +44,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, MaxNLocator
 
+from .evaluation import mae
 from .grid import TokenGrid
 
 __all__ = ["STYLE", "AttnvizFigure", "Plotter", "head_filename", "outline_segments"]
@@ -987,7 +988,7 @@ class Plotter:
             if actual is not None:
                 (t_line,) = ax.plot(x_fc, actual, color="0.45", lw=1.0, ls=":", label="truth")
                 t_line.set_gid("truth")
-                label = f"forecast (MAE {_fmt(float(np.mean(np.abs(fc - actual))))})"
+                label = f"forecast (MAE {_fmt(mae(fc, actual))})"
             (f_line,) = ax.plot(x_fc, fc, color=pal[1], lw=1.2, label=label)
             f_line.set_gid("forecast")
         for a in (ax, ax_att) if with_attn else (ax,):
