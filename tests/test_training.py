@@ -40,7 +40,8 @@ def test_easy_level_is_whole_column_sinusoids():
 
 
 def test_easy_periods_leave_the_column_grid_as_difficulty_grows():
-    spec = SyntheticSpec(col_width=32, easy_period_cols=(4,), easy_jitter=0.4, jitter_ramp=0.2, easy_fraction=1.0)
+    spec = SyntheticSpec(col_width=32, easy_period_cols=(4,), easy_jitter=0.4, jitter_ramp=0.2,
+                         easy_fraction=1.0, other_family_fraction=0.0)
 
     def periods(difficulty: float) -> np.ndarray:  # easy_fraction=1: every series is an easy one
         rows = SyntheticSeries(seed=0, spec=spec).batch(200, 4096, difficulty=difficulty)
@@ -55,7 +56,8 @@ def test_easy_periods_leave_the_column_grid_as_difficulty_grows():
     assert full.min() < 128 * 0.7 and full.max() > 128 * 1.3
     assert np.mean(np.abs(full / 128 - 1) > 0.05) > 0.7
     # Without jitter the easy periods stay on the grid at any difficulty (how stage 1 was trained).
-    still = SyntheticSeries(seed=0, spec=SyntheticSpec(easy_period_cols=(4,), easy_jitter=0.0, easy_fraction=1.0))
+    still = SyntheticSeries(seed=0, spec=SyntheticSpec(easy_period_cols=(4,), easy_jitter=0.0, easy_fraction=1.0,
+                                                     other_family_fraction=0.0))
     rows = still.batch(50, 4096, difficulty=0.4)
     np.testing.assert_allclose([4096 / np.argmax(np.abs(np.fft.rfft(r - r.mean()))) for r in rows], 128)
 
@@ -195,13 +197,24 @@ def test_training_report_chains_stages(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--start-difficulty", "0.5", "--max-difficulty", "0.2"], "--start-difficulty 0.5 is above --max-difficulty 0.2"),
-    (["--easy-fraction", "0.8", "--other-fraction", "0.4"], "--easy-fraction 0.8 + --other-fraction 0.4 exceed 1"),
+    (["--start-difficulty", "0.5", "--max-difficulty", "0.2"], "start_difficulty 0.5 is above max_difficulty 0.2"),
+    (["--easy-fraction", "0.8", "--other-fraction", "0.4"], "easy_fraction 0.8 + other_family_fraction 0.4 exceed 1"),
 ])
 def test_contradictory_flags_are_refused(flags, message):
     proc = subprocess.run([sys.executable, "-m", "attnviz.training", *flags], capture_output=True, text=True)
     assert proc.returncode != 0
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"start_difficulty": 0.9, "max_difficulty": 0.5}, "start_difficulty 0.9 is above max_difficulty 0.5"),
+    ({"easy_fraction": 0.7, "other_family_fraction": 0.5}, "easy_fraction 0.7 \\+ other_family_fraction 0.5 exceed 1"),
+    ({"easy_fraction": -0.1}, r"easy_fraction must lie in \[0, 1\], got -0.1"),
+    ({"easy_period_cols": (0, 2)}, r"easy_period_cols must be whole columns >= 1, got \(0, 2\)"),
+])
+def test_the_python_api_refuses_what_the_cli_refuses(fields, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(model=TINY, **fields)
 
 
 def test_easy_period_cols_reach_the_generator(tmp_path):

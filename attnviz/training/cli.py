@@ -87,37 +87,31 @@ def run(args: argparse.Namespace) -> int:
         if not ckpt.exists():
             raise SystemExit(f"attnviz train: no checkpoint to export at {ckpt}")
     else:
-        if args.start_difficulty > args.max_difficulty:
-            raise SystemExit(
-                f"attnviz train: --start-difficulty {args.start_difficulty} is above --max-difficulty {args.max_difficulty}"
+        try:
+            cfg = TrainConfig(
+                out_dir=args.out,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                warmup=args.warmup,
+                seed=args.seed,
+                device=args.device,
+                checkpoint_every=args.checkpoint_every,
+                eval_every=args.eval_every,
+                curriculum_rate=args.curriculum_rate,
+                curriculum_threshold=args.curriculum_threshold,
+                threads=args.threads,
+                easy_jitter=args.easy_jitter,
+                jitter_ramp=args.jitter_ramp,
+                init_from=args.init_from,
+                start_difficulty=args.start_difficulty,
+                max_difficulty=args.max_difficulty,
+                easy_fraction=args.easy_fraction,
+                other_family_fraction=args.other_fraction,
+                **({"easy_period_cols": args.easy_period_cols} if args.easy_period_cols else {}),
             )
-        if args.easy_fraction + args.other_fraction > 1:
-            raise SystemExit(
-                f"attnviz train: --easy-fraction {args.easy_fraction} + --other-fraction "
-                f"{args.other_fraction} exceed 1 (the rest of each batch is sinusoid mixtures)"
-            )
-        cfg = TrainConfig(
-            out_dir=args.out,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            warmup=args.warmup,
-            seed=args.seed,
-            device=args.device,
-            checkpoint_every=args.checkpoint_every,
-            eval_every=args.eval_every,
-            curriculum_rate=args.curriculum_rate,
-            curriculum_threshold=args.curriculum_threshold,
-            threads=args.threads,
-            easy_jitter=args.easy_jitter,
-            jitter_ramp=args.jitter_ramp,
-            init_from=args.init_from,
-            start_difficulty=args.start_difficulty,
-            max_difficulty=args.max_difficulty,
-            easy_fraction=args.easy_fraction,
-            other_family_fraction=args.other_fraction,
-            **({"easy_period_cols": args.easy_period_cols} if args.easy_period_cols else {}),
-        )
+        except ValueError as err:  # TrainConfig / SyntheticSpec name the contradicting settings
+            raise SystemExit(f"attnviz train: {err}") from None
         ckpt = train(cfg, resume=args.resume)
     if args.export:
         weights, config = export_checkpoint(ckpt, args.export)

@@ -42,6 +42,21 @@ class SyntheticSpec:
     easy_jitter: float = 0.5
     jitter_ramp: float = 0.15
 
+    def __post_init__(self) -> None:
+        # Checked here so the Python API refuses what the CLI refuses: a mix above 1 would leave
+        # no room for sinusoid mixtures and silently train on something else.
+        for name in ("easy_fraction", "other_family_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        if self.easy_fraction + self.other_family_fraction > 1.0:
+            raise ValueError(
+                f"easy_fraction {self.easy_fraction} + other_family_fraction {self.other_family_fraction} "
+                "exceed 1 (the rest of each batch is sinusoid mixtures)"
+            )
+        if not self.easy_period_cols or min(self.easy_period_cols) < 1:
+            raise ValueError(f"easy_period_cols must be whole columns >= 1, got {self.easy_period_cols}")
+
 
 class SyntheticSeries:
     """Reproducible batches of synthetic series: ``SyntheticSeries(seed).batch(n, length, d)``."""

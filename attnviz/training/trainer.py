@@ -81,6 +81,24 @@ class TrainConfig:
     init_from: str | None = None  # start from these weights (fresh optimiser and curriculum)
     model: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_MODEL))
 
+    def __post_init__(self) -> None:
+        if self.start_difficulty > self.max_difficulty:
+            raise ValueError(
+                f"start_difficulty {self.start_difficulty} is above max_difficulty {self.max_difficulty}"
+            )
+        self.synthetic_spec(SyntheticSpec.col_width)  # refuses an impossible batch mix now, not mid-run
+
+    def synthetic_spec(self, col_width: int) -> SyntheticSpec:
+        """The generator's ranges for a model whose patches are ``col_width`` image columns wide."""
+        return SyntheticSpec(
+            col_width=col_width,
+            easy_jitter=self.easy_jitter,
+            jitter_ramp=self.jitter_ramp,
+            easy_period_cols=tuple(self.easy_period_cols),
+            easy_fraction=self.easy_fraction,
+            other_family_fraction=self.other_family_fraction,
+        )
+
 
 class BatchBuilder:
     """Synthetic series -> (input images, target bins, column weights) on a device."""
@@ -89,15 +107,7 @@ class BatchBuilder:
         self.config = config
         self.train = train
         self.device = device
-        spec = SyntheticSpec(
-            col_width=config.patch_size[1],
-            easy_jitter=train.easy_jitter,
-            jitter_ramp=train.jitter_ramp,
-            easy_period_cols=tuple(train.easy_period_cols),
-            easy_fraction=train.easy_fraction,
-            other_family_fraction=train.other_family_fraction,
-        )
-        self.series = SyntheticSeries(train.seed, spec)
+        self.series = SyntheticSeries(train.seed, train.synthetic_spec(config.patch_size[1]))
         self.rng = np.random.default_rng(train.seed + 1)
         kernel = torch.tensor(opencv_gaussian_kernel(BLUR_KERNEL_SIZE), dtype=torch.float32)
         self.kernel = kernel.to(device)
