@@ -194,6 +194,24 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _spaced_labels(
+    xs: np.ndarray, heights: np.ndarray, min_gap: float, limit: int = 8
+) -> list[tuple[float, float]]:
+    """The peaks worth a text label: highest first, none closer than ``min_gap`` to a labelled one.
+
+    Dense lag curves (short periods, long lags) otherwise print numbers on top of each other;
+    every peak keeps its marker, only the labels are thinned.
+    """
+    chosen: list[tuple[float, float]] = []
+    for i in np.argsort(-np.nan_to_num(heights, nan=-np.inf), kind="stable"):
+        x = float(xs[i])
+        if len(chosen) == limit:
+            break
+        if all(abs(x - c) >= min_gap for c, _ in chosen):
+            chosen.append((x, float(heights[i])))
+    return sorted(chosen)
+
+
 def _period_label(x: float) -> str:
     """Detected period in samples with one decimal below 1000: 62.9, 125.0, 1156."""
     x = float(x)
@@ -536,7 +554,8 @@ class Plotter:
             )
             marks.set_gid("peaks")
             if annotate:
-                for x, y in list(zip(peaks, heights, strict=True))[:8]:
+                span = float(np.ptp(lags[finite])) if finite.sum() > 1 else 0.0
+                for x, y in _spaced_labels(peaks, heights, min_gap=0.04 * span):
                     ax.annotate(
                         _fmt(round(x, 1)),
                         (x, y),

@@ -226,6 +226,22 @@ def test_off_grid_peaks_are_placed_on_the_curve(plotter):
     )
 
 
+def test_peak_labels_never_overlap_but_every_peak_keeps_its_marker(plotter):
+    grid = grid_seed()
+    lags = np.arange(1, 77) * 16.0  # 16 .. 1216 samples
+    values = 1 + 0.1 * np.cos(2 * np.pi * lags / 32.0)
+    peaks = lags[1:40:2]  # 20 peaks (32, 64, ... 640), 32 samples apart: too dense for a label each
+    values[[5, 29]] = 3.0  # the two highest, at 96 and 480 samples
+    fig = plotter.head_figure(np.eye(77), grid, lags, values, peaks_samples=peaks, figsize=SMALL)
+    ax = axes_with_gid(fig, "lag_axes")
+    (marks,) = find_gid(ax, "peaks")
+    assert len(marks.get_xdata()) == len(peaks)
+    labelled = sorted(float(t.get_text()) for t in ax.texts if t.get_text().replace(".", "").isdigit())
+    assert 96.0 in labelled and 480.0 in labelled  # the highest peaks are always labelled
+    assert 2 <= len(labelled) <= 8
+    assert np.diff(labelled).min() >= 0.04 * (lags.max() - lags.min())
+
+
 def test_known_periods_and_multiples_drawn(plotter):
     grid = grid_seed()
     tmap = periodic_map(grid, 62.8)
