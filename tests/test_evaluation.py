@@ -9,8 +9,10 @@ import pytest
 from attnviz.evaluation import (
     EvalCase,
     evaluate_cases,
+    EvalRow,
     evaluation_table,
     harmonic_mixtures,
+    mixture_breakdown,
     mae,
     mean_forecast,
     seasonal_naive,
@@ -65,6 +67,28 @@ def test_harmonic_mixtures_are_seeded_and_in_range():
         np.testing.assert_array_equal(x.history, y.history)
     assert not np.allclose(a[0].history, c[0].history)
     assert all(12 <= x.period <= 200 for x in a)
+    assert {x.components for x in a} == {1, 2, 3}
+    assert all(12 <= x.shortest_period <= x.period for x in a)
+    single = [x for x in a if x.components == 1]
+    assert single and all(x.shortest_period == x.period for x in single)
+
+
+def test_mixture_breakdown_groups_known_rows():
+    def row(k: int, shortest: float, ratio: float) -> EvalRow:
+        return EvalRow(f"k{k}", ratio, 1.0, 1.0, ratio, {"components": k, "shortest_period": shortest})
+
+    rows = [row(1, 100, 0.1), row(1, 15, 0.3), row(2, 30, 0.6), row(2, 50, 0.8), row(2, 14, 1.0), row(3, 13, 0.9)]
+    got = {b.label: (b.cases, b.median_ratio_to_mean) for b in mixture_breakdown(rows)}
+    assert got == {
+        "k = 1 sinusoid": (2, pytest.approx(0.2)),
+        "k = 2 sinusoids": (3, pytest.approx(0.8)),
+        "k = 3 sinusoids": (1, pytest.approx(0.9)),
+        "shortest period 12-20 samples": (3, pytest.approx(0.9)),
+        "shortest period 20-40 samples": (1, pytest.approx(0.6)),
+        "shortest period 40-200 samples": (2, pytest.approx(0.45)),
+    }
+    # Rows without the labels (real series) are left out, and empty subsets are not listed.
+    assert mixture_breakdown([EvalRow("co2", 1.0, 2.0, 1.0, 0.5)]) == []
 
 
 def test_seasonal_naive_is_exact_on_whole_sample_periods():
@@ -108,5 +132,8 @@ def test_evaluation_table_lists_every_series():
     for name in ("seed signal", "sunspots", "co2", "sine, period 12", "sine, period 200"):
         assert f"| {name} |" in table
     # The mean-falling-back stub scores exactly 1 x the mean forecast everywhere.
-    ratios = [line.rsplit("|", 2)[-2].strip() for line in table.splitlines() if line.startswith("| ") and "MAE" not in line]
+    assert "| k = 1 sinusoid |" in table and "| shortest period 12-20 samples |" in table
+    headers = ("MAE", "subset")
+    body = [line for line in table.splitlines() if line.startswith("| ") and not any(h in line for h in headers)]
+    ratios = [line.rsplit("|", 2)[-2].strip() for line in body]
     assert ratios and all(r == "1.000" for r in ratios)
