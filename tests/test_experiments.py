@@ -13,9 +13,26 @@ import pytest
 from PIL import Image
 
 import attnviz
-from attnviz.experiments import EXPERIMENTS, format_table, periodic_peaks, run_experiments
+from attnviz.experiments import EXPERIMENTS, curve_period_strength, format_table, periodic_peaks, run_experiments
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_period_strength_reads_peaks_on_a_sloping_curve():
+    lags = np.arange(1, 77) * 16.0
+    ripple = np.cos(2 * np.pi * lags / 62.8)
+    trend = lags / lags.max()  # lag curves often rise with the lag
+    # Peaks at the multiples stand out although they sit below the curve's mean (a plain
+    # z-score would call them negative).
+    strength = curve_period_strength(lags, 5 * trend + 0.3 * ripple, 62.8)
+    assert strength > 1.0
+    assert curve_period_strength(lags, 5 * trend - 0.3 * ripple, 62.8) < -1.0  # troughs there
+    assert abs(curve_period_strength(lags, 5 * trend, 62.8)) < 0.5  # no ripple, no strength
+    other = curve_period_strength(lags, 5 * trend + 0.3 * np.cos(2 * np.pi * lags / 100.0), 62.8)
+    assert other < 0.5 * strength  # repeating at another period is not this period
+    # A flat curve or too few points: nothing stands out.
+    assert curve_period_strength(lags, np.ones_like(lags), 62.8) == 0.0
+    assert curve_period_strength(lags[:2], lags[:2], 62.8) == 0.0
 
 
 def test_builtin_experiments_are_defined_as_data():
