@@ -98,13 +98,13 @@ def plot_training_curve(
             ax_eval.axhline(0.15, color=plotter.palette[0], ls="--", lw=0.8, alpha=0.6, label="target 0.15 (mixtures)")
             ax_eval.axhline(0.5, color=plotter.palette[3], ls="--", lw=0.8, alpha=0.6, label="target 0.5 (seed)")
             ax_eval.set_yscale("log")
-            ax_eval.set_ylim(0.1, 2.0)
+            ax_eval.set_ylim(0.1, 3.0)  # headroom above 1 for the legend
         for ax in (ax_loss, ax_eval):
             for i, start in enumerate(stage_starts or []):
                 ax.axvline(start, color="0.45", lw=0.9, ls="-.",
                            label="next stage (--init-from)" if ax is ax_eval and i == 0 else None)
         if evals:
-            ax_eval.legend(fontsize="x-small", loc="center")
+            ax_eval.legend(fontsize="x-small", loc="upper right", ncol=2)
         ax_eval.set_xlabel("step")
         ax_eval.set_ylabel("forecast MAE / mean-forecast MAE")
         ax_eval.set_title("held-out error (512 + 720)")
