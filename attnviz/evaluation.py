@@ -50,11 +50,9 @@ def harmonic_mixtures(
         phases = rng.uniform(0, 2 * np.pi, size=k)
         x = (amps[:, None] * np.sin(2 * np.pi * n[None] / ps[:, None] + phases[:, None])).sum(0)
         x = x + noise * x.std() * rng.normal(size=x.shape) + rng.normal(0, 1)
-        cases.append(
-            EvalCase(
-                f"mixture_{i}", x[:history], x[history:], float(ps[np.argmax(amps)]), k, float(ps.min())
-            )
-        )
+        period = float(ps[np.argmax(amps)])
+        shortest = float(ps.min())
+        cases.append(EvalCase(f"mixture_{i}", x[:history], x[history:], period, components=k, shortest_period=shortest))
     return cases
 
 

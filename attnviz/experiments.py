@@ -383,8 +383,8 @@ class ExperimentRunner:
                     "vanished": gone,
                 }
             )
-        shown = [(r["layer"], r["head"]) for r in rows if r["showed_it"]][: exp.top_k] or select_heads(res, exp)
-        files = self._head_figures(res, exp, folder, shown, truth)
+        drawn = [(r["layer"], r["head"]) for r in rows if r["showed_it"]][: exp.top_k] or select_heads(res, exp)
+        files = self._head_figures(res, exp, folder, drawn, truth)
         if not counted:
             verdict, observed = "fail", f"no head showed ~{period:.1f}-sample peaks in {exp.params['reference']}, nothing to contrast"
         else:

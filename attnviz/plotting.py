@@ -204,9 +204,9 @@ def _spaced_labels(
     """
     chosen: list[tuple[float, float]] = []
     for i in np.argsort(-np.nan_to_num(heights, nan=-np.inf), kind="stable"):
-        x = float(xs[i])
         if len(chosen) == limit:
             break
+        x = float(xs[i])
         if all(abs(x - c) >= min_gap for c, _ in chosen):
             chosen.append((x, float(heights[i])))
     return sorted(chosen)
