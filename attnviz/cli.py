@@ -190,8 +190,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluation_table
+    from .weights import default_weights_path, load_forecaster
 
-    print(evaluation_table(_load(args), cases=args.cases))
+    chosen = _load(args)
+    models = [chosen]
+    if Path(str(chosen.source)) != default_weights_path():  # another model joins the bundled one's table
+        models.insert(0, load_forecaster(default_weights_path(), device=args.device))
+    print(evaluation_table(models, cases=args.cases))
     return 0
 
 
@@ -231,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary pickle code")
     convert.set_defaults(func=cmd_convert)
 
-    evaluate = sub.add_parser("evaluate", help="forecast error vs mean and seasonal-naive baselines")
+    evaluate = sub.add_parser(
+        "evaluate", help="forecast error vs mean and seasonal-naive baselines (--weights: beside the bundled model)"
+    )
     evaluate.add_argument("--cases", type=positive_int, default=64, help="held-out harmonic mixtures")
     _add_model_args(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)

@@ -6,6 +6,7 @@ forecast (the plateau small models sit on) and the seasonal-naive forecast with 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -193,44 +194,78 @@ def real_cases() -> list[EvalCase]:
     return cases
 
 
-TABLE_HEAD = (
-    "| series | model MAE | mean-forecast MAE | seasonal-naive MAE | model / mean |",
-    "|---|---|---|---|---|",
-)
+def model_name(forecaster: Any) -> str:
+    """Short column label: 'bundled', a checkpoint's file name, or a native folder's name."""
+    from .weights import default_weights_path
+
+    source = getattr(forecaster, "source", None)
+    if not source:
+        return "model"
+    path = Path(str(source))
+    if path == default_weights_path():
+        return "bundled"
+    return path.parent.name if path.name == "model.safetensors" else path.name
 
 
-def evaluation_table(forecaster: Any, cases: int = 64, seed: int = 12345) -> str:
-    """Markdown table: model vs mean and seasonal-naive forecasts on held-out and real series."""
-    mixtures = evaluate_cases(forecaster, harmonic_mixtures(count=cases, seed=seed))
+def evaluation_table(forecasters: Any, cases: int = 64, seed: int = 12345) -> str:
+    """Markdown tables: one or more models against the mean and seasonal-naive forecasts.
+
+    ``forecasters`` is one forecaster or a list; every model forecasts the same windows, so the
+    baselines are shared and each model adds an MAE and a ratio column (the real ViTime joins
+    the bundled model's table this way).
+    """
+    models = list(forecasters) if isinstance(forecasters, (list, tuple)) else [forecasters]
+    if not models:
+        raise ValueError("evaluation_table needs at least one forecaster, got an empty list")
     full = seed_signal(512 + 720)
-    seed_row = evaluate_cases(forecaster, [EvalCase("seed signal", full[:512], full[512:], 20 * np.pi)])[0]
-    real = evaluate_cases(forecaster, real_cases())
-    sweep = evaluate_cases(forecaster, sinusoid_sweep())
-    lines = [
-        f"model: {getattr(forecaster, 'source', '?')}",
-        "",
-        *TABLE_HEAD,
-    ]
-    med = lambda attr: float(np.median([getattr(r, attr) for r in mixtures]))  # noqa: E731
-    lines.append(
-        f"| {cases} harmonic mixtures (median, seed {seed}) | {med('model_mae'):.3f} | {med('mean_mae'):.3f} | "
-        f"{med('naive_mae'):.3f} | {med('ratio_to_mean'):.3f} |"
+    groups = {
+        "mixtures": harmonic_mixtures(count=cases, seed=seed),
+        "named": [EvalCase("seed signal", full[:512], full[512:], 20 * np.pi), *real_cases()],
+        "sweep": sinusoid_sweep(),
+    }
+    results = [{key: evaluate_cases(model, group) for key, group in groups.items()} for model in models]
+    names = [model_name(model) for model in models]
+    head = (
+        "| series | mean-forecast MAE | seasonal-naive MAE | "
+        + " | ".join(f"{name} MAE | {name} / mean" for name in names)
+        + " |",
+        "|---|---|---|" + "---|---|" * len(models),
     )
-    for row in [seed_row, *real]:
-        lines.append(_table_row(row))
-    lines += ["", "Where the mixtures' error sits:", "", "| subset | cases | model / mean (median) |", "|---|---|---|"]
-    lines += [f"| {b.label} | {b.cases} | {b.median_ratio_to_mean:.3f} |" for b in mixture_breakdown(mixtures)]
+    sources = ", ".join(str(getattr(model, "source", "?")) for model in models)
+    lines = [f"model{'s' if len(models) > 1 else ''}: {sources}", "", *head]
+    mixtures = [r["mixtures"] for r in results]
+    med = lambda rows, attr: float(np.median([getattr(r, attr) for r in rows]))  # noqa: E731
+    lines.append(
+        f"| {cases} harmonic mixtures (median, seed {seed}) | {med(mixtures[0], 'mean_mae'):.3f} | "
+        f"{med(mixtures[0], 'naive_mae'):.3f} | "
+        + " | ".join(f"{med(rows, 'model_mae'):.3f} | {med(rows, 'ratio_to_mean'):.3f}" for rows in mixtures)
+        + " |"
+    )
+    lines += [_table_row(same) for same in zip(*(r["named"] for r in results))]
+    lines += [
+        "",
+        "Where the mixtures' error sits:",
+        "",
+        "| subset | cases | " + " | ".join(f"{name} / mean (median)" for name in names) + " |",
+        "|---|---|" + "---|" * len(models),
+    ]
+    for parts in zip(*(mixture_breakdown(rows) for rows in mixtures)):
+        ratios = " | ".join(f"{b.median_ratio_to_mean:.3f}" for b in parts)
+        lines.append(f"| {parts[0].label} | {parts[0].cases} | {ratios} |")
     lines += [
         "",
         f"Seed signal reference: exact slow parts, no cos(n+50) -> {seed_reference_ratio():.3f} x the mean forecast.",
         "",
         "Single sinusoids (512 + 720, no noise) across the mixtures' period range:",
         "",
-        *TABLE_HEAD,
-        *(_table_row(row) for row in sweep),
+        *head,
+        *(_table_row(same) for same in zip(*(r["sweep"] for r in results))),
     ]
     return "\n".join(lines)
 
 
-def _table_row(row: EvalRow) -> str:
-    return f"| {row.name} | {row.model_mae:.3f} | {row.mean_mae:.3f} | {row.naive_mae:.3f} | {row.ratio_to_mean:.3f} |"
+def _table_row(rows: Sequence[EvalRow]) -> str:
+    """One series, scored by every model: shared baselines, then MAE and ratio per model."""
+    first = rows[0]
+    scores = " | ".join(f"{r.model_mae:.3f} | {r.ratio_to_mean:.3f}" for r in rows)
+    return f"| {first.name} | {first.mean_mae:.3f} | {first.naive_mae:.3f} | {scores} |"

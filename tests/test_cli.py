@@ -112,3 +112,13 @@ def test_convert_command(tmp_path):
     proc = attnviz_cli("convert", str(src), str(tmp_path / "native.safetensors"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "native.safetensors").is_file() and (tmp_path / "native.json").is_file()
+
+
+def test_evaluate_puts_another_checkpoint_beside_the_bundled_model(tmp_path):
+    src = ROOT / "tests" / "fixtures" / "vitime-upstream-small" / "checkpoint.pth"
+    proc = attnviz_cli("evaluate", "--weights", str(src), "--cases", "3")
+    assert proc.returncode == 0, proc.stderr
+    head = next(line for line in proc.stdout.splitlines() if line.startswith("| series |"))
+    assert "| bundled MAE | bundled / mean | checkpoint.pth MAE | checkpoint.pth / mean |" in head
+    seed_row = next(line for line in proc.stdout.splitlines() if line.startswith("| seed signal |"))
+    assert len(seed_row.strip("|").split("|")) == 7  # name, 2 shared baselines, 2 x (MAE, ratio)

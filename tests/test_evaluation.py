@@ -137,3 +137,23 @@ def test_evaluation_table_lists_every_series():
     body = [line for line in table.splitlines() if line.startswith("| ") and not any(h in line for h in headers)]
     ratios = [line.rsplit("|", 2)[-2].strip() for line in body]
     assert ratios and all(r == "1.000" for r in ratios)
+
+
+def test_models_share_the_baselines_and_add_their_own_columns():
+    cases = harmonic_mixtures(count=4, seed=1)
+    perfect = OracleForecaster(cases)
+    perfect.source = "perfect.pth"
+    half = OracleForecaster(cases, scale=0.5)
+    half.source = "/runs/half/model.safetensors"  # a native folder is named by its folder
+    table = evaluation_table([perfect, half], cases=4, seed=1).splitlines()
+    assert table[0] == "models: perfect.pth, /runs/half/model.safetensors"
+    assert "| perfect.pth MAE | perfect.pth / mean | half MAE | half / mean |" in table[2]
+    mixtures = next(line for line in table if line.startswith("| 4 harmonic mixtures"))
+    cells = [c.strip() for c in mixtures.strip("|").split("|")]
+    # name, mean-forecast MAE, seasonal-naive MAE, then (MAE, ratio) per model: exact, then half-way
+    assert cells[3:5] == ["0.000", "0.000"] and cells[6] == "0.500"
+    assert float(cells[5]) == pytest.approx(0.5 * float(cells[1]), abs=1e-3)
+    subset = next(line for line in table if line.startswith("| k = "))
+    assert subset.rstrip(" |").endswith("| 0.000 | 0.500")
+    with pytest.raises(ValueError, match="at least one forecaster"):
+        evaluation_table([], cases=4)
