@@ -190,11 +190,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluation_table
-    from .weights import default_weights_path, load_forecaster
+    from .weights import default_weights_path, is_bundled, load_forecaster
 
     chosen = _load(args)
     models = [chosen]
-    if Path(str(chosen.source)) != default_weights_path():  # another model joins the bundled one's table
+    if not is_bundled(chosen):  # another model joins the bundled one's table
         models.insert(0, load_forecaster(default_weights_path(), device=args.device))
     print(evaluation_table(models, cases=args.cases))
     return 0

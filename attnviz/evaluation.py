@@ -196,14 +196,14 @@ def real_cases() -> list[EvalCase]:
 
 def model_name(forecaster: Any) -> str:
     """Short column label: 'bundled', a checkpoint's file name, or a native folder's name."""
-    from .weights import default_weights_path
+    from .weights import is_bundled
 
     source = getattr(forecaster, "source", None)
     if not source:
         return "model"
-    path = Path(str(source))
-    if path == default_weights_path():
+    if is_bundled(forecaster):
         return "bundled"
+    path = Path(str(source))
     return path.parent.name if path.name == "model.safetensors" else path.name
 
 

@@ -188,12 +188,10 @@ def curve_period_strength(lags: np.ndarray, values: np.ndarray, period: float, m
 
 def model_label(forecaster: Any) -> str | None:
     """Where the weights came from, without machine-specific paths for the bundled model."""
-    from .weights import default_weights_path
+    from .weights import is_bundled
 
     source = getattr(forecaster, "source", None)
-    if source and Path(source) == default_weights_path():
-        return f"bundled:{Path(source).name}"
-    return source
+    return f"bundled:{Path(source).name}" if is_bundled(forecaster) else source
 
 
 def ranked_heads_json(res: Any, limit: int | None = None) -> list[dict[str, Any]]:

@@ -20,6 +20,12 @@ def default_weights_path() -> Path:
     return Path(str(resources.files(__name__).joinpath(f"{DEFAULT_STEM}.safetensors")))
 
 
+def is_bundled(forecaster: Any) -> bool:
+    """Whether ``forecaster`` was loaded from the bundled weights (compared by its ``source``)."""
+    source = getattr(forecaster, "source", None)
+    return bool(source) and Path(str(source)) == default_weights_path()
+
+
 def resolve_weights(path: str | os.PathLike | None = None, configured: str | None = None) -> Path:
     """Pick the weights file: explicit path, env var, configured path, bundled default."""
     for candidate in (path, os.environ.get(ENV_VAR) or None, configured):
