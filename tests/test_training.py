@@ -233,3 +233,12 @@ def test_family_shares_reach_the_generator(tmp_path):
     assert abs((~periodic).mean() - 0.05) < 0.015
     _, periodic = SyntheticSeries(0).batch_with_labels(4000, 256, difficulty=1.0)
     assert abs((~periodic).mean() - 0.3) < 0.03
+
+
+def test_cli_defaults_are_the_api_defaults():
+    from attnviz.training.cli import build_parser, config_from_args
+
+    assert config_from_args(build_parser().parse_args([])) == TrainConfig()
+    cfg = config_from_args(build_parser().parse_args(
+        ["--other-fraction", "0.05", "--easy-period-cols", "1,3", "--steps", "7", "--out", "x"]))
+    assert cfg == TrainConfig(other_family_fraction=0.05, easy_period_cols=(1, 3), steps=7, out_dir="x")

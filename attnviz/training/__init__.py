@@ -10,8 +10,8 @@ from typing import Any
 _LAZY = {
     "SyntheticSeries": ".synthetic",
     "SyntheticSpec": ".synthetic",
-    "DEFAULT_MODEL": ".trainer",
-    "TrainConfig": ".trainer",
+    "DEFAULT_MODEL": ".config",
+    "TrainConfig": ".config",
     "emd_loss": ".trainer",
     "export_checkpoint": ".trainer",
     "train": ".trainer",

@@ -1,6 +1,7 @@
 """Command line of ``attnviz train`` / ``python -m attnviz.training``.
 
-Only argparse is imported at module level so that ``--help`` answers instantly.
+Only argparse and the torch-free ``TrainConfig`` are imported at module level, so ``--help``
+answers instantly and shows the defaults the Python API uses (one place defines them).
 """
 from __future__ import annotations
 
@@ -8,28 +9,29 @@ import argparse
 from typing import Sequence
 
 from ..argtypes import column_list, positive_float, positive_int, unit_float
+from .config import TrainConfig
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(
         prog="attnviz train", description="Train a small ViTime on synthetic series (resumable)."
     )
-    parser.add_argument("--out", default="runs/default", help="run directory (checkpoint, log)")
-    parser.add_argument("--steps", type=positive_int, default=20000, help="total optimiser steps")
-    parser.add_argument("--batch-size", type=positive_int, default=16)
-    parser.add_argument("--lr", type=positive_float, default=1e-3, help="peak AdamW learning rate")
-    parser.add_argument("--warmup", type=positive_int, default=300, help="warm-up steps")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--out", default=TrainConfig.out_dir, help="run directory (checkpoint, log)")
+    parser.add_argument("--steps", type=positive_int, default=TrainConfig.steps, help="total optimiser steps")
+    parser.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size)
+    parser.add_argument("--lr", type=positive_float, default=TrainConfig.lr, help="peak AdamW learning rate")
+    parser.add_argument("--warmup", type=positive_int, default=TrainConfig.warmup, help="warm-up steps")
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--device", default=TrainConfig.device, choices=["cpu", "cuda", "auto"])
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    parser.add_argument("--checkpoint-every", type=positive_int, default=250)
-    parser.add_argument("--eval-every", type=positive_int, default=500)
+    parser.add_argument("--checkpoint-every", type=positive_int, default=TrainConfig.checkpoint_every)
+    parser.add_argument("--eval-every", type=positive_int, default=TrainConfig.eval_every)
     parser.add_argument(
-        "--curriculum-rate", type=positive_float, default=1.0 / 5000,
+        "--curriculum-rate", type=positive_float, default=TrainConfig.curriculum_rate,
         help="difficulty gained per step while the model keeps up (1/steps to reach the full mix)",
     )
     parser.add_argument(
-        "--curriculum-threshold", type=positive_float, default=3.0,
+        "--curriculum-threshold", type=positive_float, default=TrainConfig.curriculum_threshold,
         help="running future EMD (value bins) on periodic series below which the curriculum advances",
     )
     parser.add_argument(
@@ -37,33 +39,35 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="start from these weights (a run's checkpoint.pt or a weights file) with a fresh optimiser",
     )
     parser.add_argument(
-        "--easy-jitter", type=unit_float, default=0.5,
+        "--easy-jitter", type=unit_float, default=TrainConfig.easy_jitter,
         help="largest relative deviation of the easy periods from whole token columns",
     )
     parser.add_argument(
-        "--jitter-ramp", type=unit_float, default=0.15,
+        "--jitter-ramp", type=unit_float, default=TrainConfig.jitter_ramp,
         help="curriculum difficulty at which the easy jitter is full (0: from the start)",
     )
     parser.add_argument(
-        "--easy-period-cols", type=column_list, default=None, metavar="N,N,...",
-        help="periods of the easy sinusoids, in token columns (default 2,3,4,5,6,8)",
+        "--easy-period-cols", type=column_list, default=TrainConfig.easy_period_cols, metavar="N,N,...",
+        help="periods of the easy sinusoids, in token columns (default %s)"
+        % ",".join(map(str, TrainConfig.easy_period_cols)),
     )
     parser.add_argument(
-        "--easy-fraction", type=unit_float, default=0.25,
+        "--easy-fraction", type=unit_float, default=TrainConfig.easy_fraction,
         help="share of easy single sinusoids kept in every batch, at any difficulty",
     )
     parser.add_argument(
-        "--other-fraction", type=unit_float, default=0.3,
+        "--other-fraction", type=unit_float, default=TrainConfig.other_family_fraction,
         help="share of non-sinusoidal series (shaped and step waves, random walks) at full difficulty",
     )
     parser.add_argument(
-        "--start-difficulty", type=unit_float, default=0.0,
+        "--start-difficulty", type=unit_float, default=TrainConfig.start_difficulty,
         help="curriculum difficulty of a fresh run (e.g. where the --init-from run stopped)",
     )
     parser.add_argument(
-        "--max-difficulty", type=unit_float, default=1.0, help="the curriculum stops here"
+        "--max-difficulty", type=unit_float, default=TrainConfig.max_difficulty,
+        help="the curriculum stops here",
     )
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=TrainConfig.threads, help="torch CPU threads")
     parser.add_argument(
         "--export", metavar="PATH", default=None,
         help="after training, write the weights as PATH.safetensors + PATH.json "
@@ -75,10 +79,36 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return parser
 
 
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's settings from parsed flags (flag names are the CLI's, fields the API's)."""
+    return TrainConfig(
+        out_dir=args.out,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup=args.warmup,
+        seed=args.seed,
+        device=args.device,
+        checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every,
+        curriculum_rate=args.curriculum_rate,
+        curriculum_threshold=args.curriculum_threshold,
+        threads=args.threads,
+        easy_jitter=args.easy_jitter,
+        jitter_ramp=args.jitter_ramp,
+        init_from=args.init_from,
+        start_difficulty=args.start_difficulty,
+        max_difficulty=args.max_difficulty,
+        easy_fraction=args.easy_fraction,
+        other_family_fraction=args.other_fraction,
+        easy_period_cols=tuple(args.easy_period_cols),
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .trainer import TrainConfig, export_checkpoint, train
+    from .trainer import export_checkpoint, train
 
     ckpt = Path(args.out) / "checkpoint.pt"
     if args.export_only:
@@ -88,28 +118,7 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"attnviz train: no checkpoint to export at {ckpt}")
     else:
         try:
-            cfg = TrainConfig(
-                out_dir=args.out,
-                steps=args.steps,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                warmup=args.warmup,
-                seed=args.seed,
-                device=args.device,
-                checkpoint_every=args.checkpoint_every,
-                eval_every=args.eval_every,
-                curriculum_rate=args.curriculum_rate,
-                curriculum_threshold=args.curriculum_threshold,
-                threads=args.threads,
-                easy_jitter=args.easy_jitter,
-                jitter_ramp=args.jitter_ramp,
-                init_from=args.init_from,
-                start_difficulty=args.start_difficulty,
-                max_difficulty=args.max_difficulty,
-                easy_fraction=args.easy_fraction,
-                other_family_fraction=args.other_fraction,
-                **({"easy_period_cols": args.easy_period_cols} if args.easy_period_cols else {}),
-            )
+            cfg = config_from_args(args)
         except ValueError as err:  # TrainConfig / SyntheticSpec name the contradicting settings
             raise SystemExit(f"attnviz train: {err}") from None
         ckpt = train(cfg, resume=args.resume)
