@@ -74,6 +74,8 @@ STYLE: dict[str, Any] = {
 
 #: At most this many multiples of each known period are drawn on a lag curve.
 MAX_MULTIPLES = 40
+#: A lag panel at least this wide (inches) gets its legend beside it rather than inside.
+LEGEND_BESIDE_MIN_INCHES = 3.5
 
 
 def head_filename(experiment: str, layer_index: int, head: int) -> str:
@@ -572,16 +574,17 @@ class Plotter:
             ax.set_xlabel("lag (samples)")
             ax.set_ylabel(ylabel)
         if spc:
-            ax.text(
-                0.99,
-                0.98,
-                f"resolution: 1 column = {_fmt(spc)} samples",
-                transform=ax.transAxes,
-                ha="right",
-                va="top",
-                fontsize="x-small",
-                color="0.3",
-            )
+            if not (secondary and labels):  # otherwise the column axis's label says it
+                ax.text(
+                    0.99,
+                    0.98,
+                    f"resolution: 1 column = {_fmt(spc)} samples",
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="top",
+                    fontsize="x-small",
+                    color="0.3",
+                )
             n_cols = (hi - min(lo, 0.0)) / spc
             if n_cols <= 120:
                 ax.xaxis.set_minor_locator(
@@ -595,16 +598,15 @@ class Plotter:
                 sec.set_gid("columns_axis")
                 sec.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
                 if labels:
-                    sec.set_xlabel("lag (columns)")
+                    sec.set_xlabel(f"lag (columns of {_fmt(spc)} samples)")
         if legend:
-            ax.legend(
-                loc="upper right",
-                bbox_to_anchor=(1.0, 0.93),
-                fontsize="x-small",
-                frameon=True,
-                framealpha=0.85,
-                edgecolor="none",
-            )
+            # Beside the panel, not on it: inside, it hid the very peaks it explains.  A
+            # narrow panel has no room beside it (the layout would collapse): best spot inside.
+            width_in = ax.get_position().width * ax.figure.get_figwidth()
+            if width_in >= LEGEND_BESIDE_MIN_INCHES:
+                ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize="x-small")
+            else:
+                ax.legend(loc="best", fontsize="x-small", frameon=True, framealpha=0.85, edgecolor="none")
 
     # ------------------------------------------------------------------ per-head figure
 

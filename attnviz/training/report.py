@@ -68,8 +68,9 @@ def plot_training_curve(
     plotter = Plotter()
     with plotter.rc_context():
         from matplotlib.figure import Figure
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-        fig = Figure(figsize=(10.5, 4.2), layout="constrained")
+        fig = Figure(figsize=(12.5, 4.2), layout="constrained")
         ax_loss, ax_eval = fig.subplots(1, 2)
         steps = np.array([r["step"] for r in rows])
         emd = np.array([r["future_emd"] for r in rows], dtype=float)
@@ -98,13 +99,18 @@ def plot_training_curve(
             ax_eval.axhline(0.15, color=plotter.palette[0], ls="--", lw=0.8, alpha=0.6, label="target 0.15 (mixtures)")
             ax_eval.axhline(0.5, color=plotter.palette[3], ls="--", lw=0.8, alpha=0.6, label="target 0.5 (seed)")
             ax_eval.set_yscale("log")
-            ax_eval.set_ylim(0.1, 3.0)  # headroom above 1 for the legend
+            ax_eval.set_ylim(0.1, 2.0)
+            # Plain ratios on the log axis ("0.5", not "5 x 10^-1").
+            ax_eval.yaxis.set_major_locator(FixedLocator([0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0]))
+            ax_eval.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+            ax_eval.yaxis.set_minor_formatter(NullFormatter())
         for ax in (ax_loss, ax_eval):
             for i, start in enumerate(stage_starts or []):
                 ax.axvline(start, color="0.45", lw=0.9, ls="-.",
                            label="next stage (--init-from)" if ax is ax_eval and i == 0 else None)
         if evals:
-            ax_eval.legend(fontsize="x-small", loc="upper right", ncol=2)
+            # Beside the panel: the curves fill its whole height range over the stages.
+            ax_eval.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
         ax_eval.set_xlabel("step")
         ax_eval.set_ylabel("forecast MAE / mean-forecast MAE")
         ax_eval.set_title("held-out error (512 + 720)")
