@@ -31,6 +31,9 @@ DEFAULT_MODEL: dict[str, Any] = {
 
 @dataclass
 class TrainConfig:
+    """One training run: optimiser, curriculum, data mix and model (the generator's fields
+    default to ``SyntheticSpec``'s).  Saved with every checkpoint, so a run can be resumed."""
+
     out_dir: str = "runs/default"
     steps: int = 20000
     batch_size: int = 16
@@ -52,8 +55,8 @@ class TrainConfig:
     eval_every: int = 500
     eval_cases: int = 24
     threads: int | None = None
-    easy_jitter: float = 0.5  # see SyntheticSpec
-    jitter_ramp: float = 0.15
+    easy_jitter: float = SyntheticSpec.easy_jitter
+    jitter_ramp: float = SyntheticSpec.jitter_ramp
     easy_period_cols: tuple[int, ...] = SyntheticSpec.easy_period_cols
     easy_fraction: float = SyntheticSpec.easy_fraction
     other_family_fraction: float = SyntheticSpec.other_family_fraction

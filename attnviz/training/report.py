@@ -98,10 +98,15 @@ def plot_training_curve(
             ax_eval.axhline(1.0, color="0.3", ls=":", lw=1, label="mean forecast")
             ax_eval.axhline(0.15, color=plotter.palette[0], ls="--", lw=0.8, alpha=0.6, label="target 0.15 (mixtures)")
             ax_eval.axhline(0.5, color=plotter.palette[3], ls="--", lw=0.8, alpha=0.6, label="target 0.5 (seed)")
+            ratios = np.array([r["eval"][k] for r in evals for k in ("median_ratio_to_mean", "seed_ratio_to_mean")])
+            ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
             ax_eval.set_yscale("log")
-            ax_eval.set_ylim(0.1, 2.0)
+            if ratios.size:  # never clip a point; keep the 0.15 target and the mean forecast in view
+                ax_eval.set_ylim(min(0.1, 0.9 * ratios.min()), max(1.5, 1.1 * ratios.max()))
             # Plain ratios on the log axis ("0.5", not "5 x 10^-1").
-            ax_eval.yaxis.set_major_locator(FixedLocator([0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0]))
+            ax_eval.yaxis.set_major_locator(
+                FixedLocator([0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 10])
+            )
             ax_eval.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
             ax_eval.yaxis.set_minor_formatter(NullFormatter())
         for ax in (ax_loss, ax_eval):
