@@ -169,13 +169,15 @@ def _load(args: argparse.Namespace, configured: str | None = None) -> Any:
 def cmd_experiments(args: argparse.Namespace, configured: str | None = None) -> int:
     from .experiments import EXPERIMENTS, format_table, run_experiments
 
-    unknown = [n for n in (args.only or []) if n not in EXPERIMENTS]
+    # "a b" and "a,b" both work: people type either.
+    only = [name for item in args.only for name in item.split(",") if name] if args.only else None
+    unknown = [n for n in (only or []) if n not in EXPERIMENTS]
     if unknown:
         raise UserError(f"unknown experiment(s) {', '.join(unknown)}; available: {', '.join(EXPERIMENTS)}")
     out = ensure_writable(args.out)
     fc = _load(args, configured)
     print(f"model: {fc.source} ({fc.config.describe()})", file=sys.stderr)
-    outcomes = run_experiments(fc, out, args.only)
+    outcomes = run_experiments(fc, out, only)
     print(format_table(outcomes))
     return 0
 
@@ -246,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_experiment_args(parser: argparse.ArgumentParser, out_default: str = "experiments") -> None:
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help="run only these experiments (space- or comma-separated)"
+    )
     parser.add_argument("--out", default=out_default, help="output directory (default: experiments)")
     _add_model_args(parser)
 

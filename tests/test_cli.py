@@ -73,6 +73,7 @@ def test_explain_from_csv_with_explicit_heads(tmp_path):
     (["explain", "--expr", "sin(n)", "--heads", "7"], "--heads"),
     (["explain", "--csv", "missing.csv", "--column", "x"], "not found"),
     (["experiments", "--only", "nonsense"], "unknown experiment"),
+    (["experiments", "--only", "co2,nonsense"], "unknown experiment(s) nonsense; available"),  # co2 accepted
 ])
 def test_user_errors_are_one_line_exit_2(args, message, tmp_path):
     proc = attnviz_cli(*args, "--out", str(tmp_path / "o"))
