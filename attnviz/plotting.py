@@ -18,9 +18,9 @@ Heat-map coordinates are in token columns with cell ``j`` spanning ``[j, j + 1)`
 coordinate ``x`` is sample ``x * samples_per_col`` and the history/forecast boundary line sits at
 ``grid.history_boundary``.  Artists carry stable ``gid``\\ s for programmatic checks:
 ``"time_map"`` (the image), ``"top_outline"``, ``"boundary"``, ``"lag_curve"``, ``"peaks"``,
-``"known_period"``, ``"known_period_band"``, ``"score_grid"``, ``"best_head"``, ``"history"``,
-``"forecast"``, ``"attention_bars"``, ``"query_column"``, ``"sweep_points"``, ``"identity"``,
-``"resolution_band"``; axes carry gids such as ``"map_axes"``, ``"lag_axes"``, ``"colorbar"``.
+``"peak_label"`` (each label; placed at draw time, see :class:`_PeakLabels`), ``"known_period"``,
+``"known_period_band"``, ``"score_grid"``, ``"best_head"``, ``"history"``, ``"forecast"``,
+``"attention_bars"``, ``"query_column"``, ``"sweep_points"``, ``"identity"``, ``"resolution_band"``; axes carry gids such as ``"map_axes"``, ``"lag_axes"``, ``"colorbar"``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import matplotlib as mpl
 import numpy as np
 import seaborn as sns
 from matplotlib import colors as mcolors
+from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
@@ -74,6 +75,8 @@ STYLE: dict[str, Any] = {
 
 #: At most this many multiples of each known period are drawn on a lag curve.
 MAX_MULTIPLES = 40
+#: Points between a peak marker and its label (a second tier sits one label height higher).
+PEAK_LABEL_OFFSET = 7.0
 #: A lag panel at least this wide (inches) gets its legend beside it rather than inside.
 LEGEND_BESIDE_MIN_INCHES = 3.5
 
@@ -196,22 +199,53 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def _spaced_labels(
-    xs: np.ndarray, heights: np.ndarray, min_gap: float, limit: int = 8
-) -> list[tuple[float, float]]:
-    """The peaks worth a text label: highest first, none closer than ``min_gap`` to a labelled one.
+class _PeakLabels(Artist):
+    """Places peak labels when the figure is drawn, after layout, so they never overlap.
 
-    Dense lag curves (short periods, long lags) otherwise print numbers on top of each other;
-    every peak keeps its marker, only the labels are thinned.
+    Whether two labels collide depends on the final axes size, known only at draw time
+    (constrained layout, savefig's dpi), so a fixed gap in data units either still overlaps
+    or drops labels needlessly.  Drawn just before the labels (lower zorder), this artist
+    measures each one with the real renderer, highest peak first: a label that would touch
+    one already placed moves up one tier, and if that tier is taken too (or would leave the
+    panel) it is hidden for this draw.  The highest peak's label, placed first, always shows.
     """
-    chosen: list[tuple[float, float]] = []
-    for i in np.argsort(-np.nan_to_num(heights, nan=-np.inf), kind="stable"):
-        if len(chosen) == limit:
-            break
-        x = float(xs[i])
-        if all(abs(x - c) >= min_gap for c, _ in chosen):
-            chosen.append((x, float(heights[i])))
-    return sorted(chosen)
+
+    def __init__(self, labels: list[Any], base_points: float) -> None:
+        super().__init__()
+        self.labels = labels  # Annotation objects, highest peak first
+        self.base_points = base_points
+        self.set_zorder(min((t.get_zorder() for t in labels), default=3.0) - 0.01)
+        self.set_in_layout(False)  # it has no extent of its own
+
+    def draw(self, renderer: Any) -> None:
+        if not self.get_visible() or not self.labels:
+            return
+        axes_box = self.labels[0].axes.get_window_extent(renderer)
+        pixels_per_point = renderer.points_to_pixels(1.0)
+        placed: list[Any] = []
+        for label in self.labels:
+            label.set_visible(True)
+            label.xyann = (0.0, self.base_points)
+            box = label.get_window_extent(renderer).padded(pixels_per_point)
+            if not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                continue
+            raise_by = box.height / pixels_per_point + 1.0  # one padded label height, in points
+            label.xyann = (0.0, self.base_points + raise_by)
+            raised = label.get_window_extent(renderer).padded(pixels_per_point)
+            if raised.y1 <= axes_box.y1 and not any(raised.overlaps(other) for other in placed):
+                placed.append(raised)
+            else:
+                label.set_visible(False)
+        self.stale = False
+
+
+def _peaks_by_height(xs: np.ndarray, heights: np.ndarray, limit: int = 8) -> list[tuple[float, float]]:
+    """Up to ``limit`` peaks, highest first: the candidates for a text label.
+
+    Every peak keeps its marker; only labels are limited (and placed at draw time)."""
+    order = np.argsort(-np.nan_to_num(heights, nan=-np.inf), kind="stable")[:limit]
+    return [(float(xs[i]), float(heights[i])) for i in order]
 
 
 def _period_label(x: float) -> str:
@@ -556,18 +590,23 @@ class Plotter:
             )
             marks.set_gid("peaks")
             if annotate:
-                span = float(np.ptp(lags[finite])) if finite.sum() > 1 else 0.0
-                for x, y in _spaced_labels(peaks, heights, min_gap=0.04 * span):
-                    ax.annotate(
+                texts = []
+                for x, y in _peaks_by_height(peaks, heights):
+                    text = ax.annotate(
                         _fmt(round(x, 1)),
                         (x, y),
-                        xytext=(0, 7),
+                        xytext=(0, PEAK_LABEL_OFFSET),
                         textcoords="offset points",
                         ha="center",
                         va="bottom",
                         fontsize="x-small",
                         color=pal[3],
                     )
+                    text.set_gid("peak_label")
+                    texts.append(text)
+                placer = _PeakLabels(texts, base_points=PEAK_LABEL_OFFSET)
+                placer.set_gid("peak_labels")
+                ax.add_artist(placer)
         ax.grid(True, axis="both", alpha=0.35, lw=0.6)
         ax.margins(y=0.09)
         if labels:

@@ -250,20 +250,53 @@ def test_off_grid_peaks_are_placed_on_the_curve(plotter):
     )
 
 
-def test_peak_labels_never_overlap_but_every_peak_keeps_its_marker(plotter):
+def _shown_peak_labels(fig, ax):
+    """Peak labels left visible by a real draw, with their boxes in pixels."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    shown = [t for t in ax.texts if t.get_gid() == "peak_label" and t.get_visible()]
+    return shown, [t.get_window_extent(renderer) for t in shown]
+
+
+@pytest.mark.parametrize("figsize", [SMALL, (14, 5)])
+def test_peak_labels_never_overlap_but_every_peak_keeps_its_marker(plotter, figsize):
     grid = grid_seed()
     lags = np.arange(1, 77) * 16.0  # 16 .. 1216 samples
     values = 1 + 0.1 * np.cos(2 * np.pi * lags / 32.0)
     peaks = lags[1:40:2]  # 20 peaks (32, 64, ... 640), 32 samples apart: too dense for a label each
     values[[5, 29]] = 3.0  # the two highest, at 96 and 480 samples
-    fig = plotter.head_figure(np.eye(77), grid, lags, values, peaks_samples=peaks, figsize=SMALL)
+    fig = plotter.head_figure(np.eye(77), grid, lags, values, peaks_samples=peaks, figsize=figsize)
     ax = axes_with_gid(fig, "lag_axes")
     (marks,) = find_gid(ax, "peaks")
     assert len(marks.get_xdata()) == len(peaks)
-    labelled = sorted(float(t.get_text()) for t in ax.texts if t.get_text().replace(".", "").isdigit())
+    shown, boxes = _shown_peak_labels(fig, ax)
+    labelled = sorted(float(t.get_text()) for t in shown)
     assert 96.0 in labelled and 480.0 in labelled  # the highest peaks are always labelled
     assert 2 <= len(labelled) <= 8
-    assert np.diff(labelled).min() >= 0.04 * (lags.max() - lags.min())
+    for i, a in enumerate(boxes):  # measured as drawn, after layout: no two labels touch
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+
+
+def test_close_peak_labels_are_stacked_not_printed_on_top_of_each_other(plotter):
+    """Peaks a period of 63 samples apart on a 1,232-sample lag axis (the three_harmonics head):
+    neighbouring labels collide on one line, so they use a second tier and all stay legible."""
+    grid = grid_seed()
+    lags = np.arange(1, 77) * 16.0
+    peaks = np.array([63.0, 126.0, 190.0, 254.0, 316.0, 380.0, 444.0, 504.0])
+    values = np.full(lags.shape, 0.01)
+    fig = plotter.head_figure(
+        np.eye(77), grid, lags, values, peaks_samples=peaks, figsize=(9, 4)
+    )
+    ax = axes_with_gid(fig, "lag_axes")
+    shown, boxes = _shown_peak_labels(fig, ax)
+    assert len(shown) >= 6  # stacked rather than dropped
+    assert len({round(b.y0) for b in boxes}) == 2  # two tiers
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+    axes_top = ax.get_window_extent(fig.canvas.get_renderer()).y1
+    assert max(b.y1 for b in boxes) <= axes_top + 3  # the second tier stays inside the panel
 
 
 def test_known_periods_and_multiples_drawn(plotter):
