@@ -526,9 +526,13 @@ class Plotter:
         secondary: bool = True,
         labels: bool = True,
         legend: bool = True,
+        resolution_note: bool = True,
         ylabel: str = "mean attention at lag",
     ) -> None:
-        """Lag curve (x in samples) with peak markers, known periods and column resolution."""
+        """Lag curve (x in samples) with peak markers, known periods and column resolution.
+
+        ``resolution_note`` writes "1 column = N samples" in the panel when no column axis
+        label says it; figures that state it once for all panels turn it off."""
         lags, values = _check_curve(lags, values)
         peaks = _check_periods_any(peaks_samples, "peaks_samples")
         known = _check_periods(known_periods, "known_periods")
@@ -613,7 +617,7 @@ class Plotter:
             ax.set_xlabel("lag (samples)")
             ax.set_ylabel(ylabel)
         if spc:
-            if not (secondary and labels):  # otherwise the column axis's label says it
+            if resolution_note and not (secondary and labels):  # else the column axis label says it
                 ax.text(
                     0.99,
                     0.98,
@@ -810,9 +814,8 @@ class Plotter:
                     secondary=False,
                     labels=False,
                     legend=False,
+                    resolution_note=False,  # the suptitle states it once for all panels
                 )
-                for text in list(ax_lag.texts):
-                    text.remove()  # the resolution note is repeated in the suptitle
                 ax_lag.tick_params(labelsize="x-small")
                 ax_lag.set_xlabel("lag (samples)", fontsize="x-small")
         sm = mpl.cm.ScalarMappable(

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib import colors as mcolors
+from matplotlib.figure import Figure
 from scipy.signal import find_peaks
 
 from attnviz.grid import TokenGrid
@@ -489,10 +490,27 @@ def test_layer_overview(plotter):
     (marks,) = find_gid(lag_axes[0], "peaks")
     np.testing.assert_array_equal(marks.get_xdata(), res.periods(0, 0).peaks_samples)
     assert "blocks.0.attn" in fig.get_suptitle()
+    assert "samples_per_col = 16" in fig.get_suptitle()
+    assert all(not ax.texts for ax in lag_axes)  # said once in the suptitle, not in every panel
     fig2 = plotter.overview_figure(res.time_maps[1], res.grid, max_cols=2, panel_size=1.0)
     assert len([ax for ax in fig2.axes if ax.get_gid() == "map_axes"]) == 3
     with pytest.raises(ValueError, match=r"time_maps must have shape \(heads, cols, cols\)"):
         plotter.overview_figure(res.time_maps[1, 0], res.grid)
+
+
+def test_lag_panel_states_the_column_resolution_once(plotter):
+    grid = grid_seed()
+    lags, values = past_lag_curve(periodic_map(grid, 62.8), grid)
+    notes = {}
+    for secondary, note in [(True, True), (False, True), (False, False)]:
+        fig = Figure()
+        ax = fig.add_subplot()
+        plotter.draw_lag_curve(ax, lags, values, grid, secondary=secondary, resolution_note=note)
+        texts = [t.get_text() for t in ax.texts if t.get_gid() != "peak_label"]
+        notes[secondary, note] = (texts, [c.get_xlabel() for c in ax.child_axes])
+    assert notes[True, True] == ([], ["lag (columns of 16 samples)"])  # the column axis says it
+    assert notes[False, True] == (["resolution: 1 column = 16 samples"], [])
+    assert notes[False, False] == ([], [])
 
 
 def test_heads_of_limits_heads(plotter, tmp_path):
