@@ -77,6 +77,8 @@ STYLE: dict[str, Any] = {
 MAX_MULTIPLES = 40
 #: Points between a peak marker and its label (a second tier sits one label height higher).
 PEAK_LABEL_OFFSET = 7.0
+#: How far (in label heights) a peak label may be lifted above its place to avoid another.
+MAX_LABEL_RAISE = 2.5
 #: A lag panel at least this wide (inches) gets its legend beside it rather than inside.
 LEGEND_BESIDE_MIN_INCHES = 3.5
 
@@ -206,8 +208,9 @@ class _PeakLabels(Artist):
     (constrained layout, savefig's dpi), so a fixed gap in data units either still overlaps
     or drops labels needlessly.  Drawn just before the labels (lower zorder), this artist
     measures each one with the real renderer, highest peak first: a label that would touch
-    one already placed moves up one tier, and if that tier is taken too (or would leave the
-    panel) it is hidden for this draw.  The highest peak's label, placed first, always shows.
+    one already placed is lifted just above it (at most ``MAX_LABEL_RAISE`` label heights, and
+    never out of the panel), else hidden for this draw.  The highest peak's label, placed
+    first, always shows.
     """
 
     def __init__(self, labels: list[Any], base_points: float) -> None:
@@ -225,18 +228,22 @@ class _PeakLabels(Artist):
         placed: list[Any] = []
         for label in self.labels:
             label.set_visible(True)
-            label.xyann = (0.0, self.base_points)
+            offset = self.base_points
+            label.xyann = (0.0, offset)
             box = label.get_window_extent(renderer).padded(pixels_per_point)
-            if not any(box.overlaps(other) for other in placed):
-                placed.append(box)
-                continue
-            raise_by = box.height / pixels_per_point + 1.0  # one padded label height, in points
-            label.xyann = (0.0, self.base_points + raise_by)
-            raised = label.get_window_extent(renderer).padded(pixels_per_point)
-            if raised.y1 <= axes_box.y1 and not any(raised.overlaps(other) for other in placed):
-                placed.append(raised)
-            else:
-                label.set_visible(False)
+            highest = offset + MAX_LABEL_RAISE * box.height / pixels_per_point
+            while True:
+                blocking = [other for other in placed if box.overlaps(other)]
+                if not blocking:
+                    placed.append(box)
+                    break
+                # Lift it just above the labels in its way, if that stays near its peak and in the panel.
+                offset += (max(other.y1 for other in blocking) - box.y0) / pixels_per_point + 0.5
+                label.xyann = (0.0, offset)
+                box = label.get_window_extent(renderer).padded(pixels_per_point)
+                if offset > highest or box.y1 > axes_box.y1:
+                    label.set_visible(False)
+                    break
         self.stale = False
 
 
