@@ -82,7 +82,8 @@ def plot_training_curve(
         ax_loss.set_ylabel("EMD on future columns (value bins)")
         ax_d = ax_loss.twinx()
         ax_d.plot(steps, [r["difficulty"] for r in rows], color=plotter.palette[2], lw=1.2, ls="--", label="curriculum difficulty")
-        ax_d.set_ylim(0, 1.05)
+        ax_d.set_ylim(0, 1.4)  # headroom: the legend sits above difficulty 1 instead of on it
+        ax_d.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         ax_d.set_ylabel("curriculum difficulty")
         lines = ax_loss.get_legend_handles_labels()
         more = ax_d.get_legend_handles_labels()
