@@ -20,7 +20,8 @@ coordinate ``x`` is sample ``x * samples_per_col`` and the history/forecast boun
 ``"time_map"`` (the image), ``"top_outline"``, ``"boundary"``, ``"lag_curve"``, ``"peaks"``,
 ``"peak_label"`` (each label; placed at draw time, see :class:`_PeakLabels`), ``"known_period"``,
 ``"known_period_band"``, ``"score_grid"``, ``"best_head"``, ``"history"``, ``"forecast"``,
-``"attention_bars"``, ``"query_column"``, ``"sweep_points"``, ``"identity"``, ``"resolution_band"``; axes carry gids such as ``"map_axes"``, ``"lag_axes"``, ``"colorbar"``.
+``"attention_bars"``, ``"query_column"``, ``"sweep_points"``, ``"identity"``, ``"resolution_band"``;
+axes carry gids such as ``"map_axes"``, ``"lag_axes"``, ``"colorbar"``.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ STYLE: dict[str, Any] = {
 
 #: At most this many multiples of each known period are drawn on a lag curve.
 MAX_MULTIPLES = 40
-#: Points between a peak marker and its label (a second tier sits one label height higher).
+#: Points between a peak marker and its label (before any lift to avoid another label).
 PEAK_LABEL_OFFSET = 7.0
 #: How far (in label heights) a peak label may be lifted above its place to avoid another.
 MAX_LABEL_RAISE = 2.5

@@ -281,7 +281,8 @@ def test_peak_labels_never_overlap_but_every_peak_keeps_its_marker(plotter, figs
 
 def test_close_peak_labels_are_stacked_not_printed_on_top_of_each_other(plotter):
     """Peaks a period of 63 samples apart on a 1,232-sample lag axis (the three_harmonics head):
-    neighbouring labels collide on one line, so they use a second tier and all stay legible."""
+    neighbouring labels collide on one line, so every other one is lifted above its neighbours
+    and all stay legible."""
     grid = grid_seed()
     lags = np.arange(1, 77) * 16.0
     peaks = np.array([63.0, 126.0, 190.0, 254.0, 316.0, 380.0, 444.0, 504.0])
