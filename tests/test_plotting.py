@@ -259,6 +259,12 @@ def _shown_peak_labels(fig, ax):
     return shown, [t.get_window_extent(renderer) for t in shown]
 
 
+def _assert_disjoint(boxes):
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+
+
 @pytest.mark.parametrize("figsize", [SMALL, (14, 5)])
 def test_peak_labels_never_overlap_but_every_peak_keeps_its_marker(plotter, figsize):
     grid = grid_seed()
@@ -274,9 +280,7 @@ def test_peak_labels_never_overlap_but_every_peak_keeps_its_marker(plotter, figs
     labelled = sorted(float(t.get_text()) for t in shown)
     assert 96.0 in labelled and 480.0 in labelled  # the highest peaks are always labelled
     assert 2 <= len(labelled) <= 8
-    for i, a in enumerate(boxes):  # measured as drawn, after layout: no two labels touch
-        for b in boxes[i + 1:]:
-            assert not a.overlaps(b), (a, b)
+    _assert_disjoint(boxes)  # measured as drawn, after layout: no two labels touch
 
 
 def test_close_peak_labels_are_stacked_not_printed_on_top_of_each_other(plotter):
@@ -294,9 +298,7 @@ def test_close_peak_labels_are_stacked_not_printed_on_top_of_each_other(plotter)
     shown, boxes = _shown_peak_labels(fig, ax)
     assert len(shown) >= 6  # stacked rather than dropped
     assert len({round(b.y0) for b in boxes}) == 2  # two tiers
-    for i, a in enumerate(boxes):
-        for b in boxes[i + 1:]:
-            assert not a.overlaps(b), (a, b)
+    _assert_disjoint(boxes)
     axes_top = ax.get_window_extent(fig.canvas.get_renderer()).y1
     assert max(b.y1 for b in boxes) <= axes_top + 3  # the second tier stays inside the panel
 
