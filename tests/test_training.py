@@ -158,6 +158,7 @@ def test_init_from_checkpoint_or_weights_file(tmp_path):
     (["--max-difficulty", "-0.1"], "in [0, 1]"),
     (["--easy-fraction", "1.2"], "in [0, 1]"),
     (["--other-fraction", "x"], "in [0, 1]"),
+    (["--depth", "0"], "positive integer"),
 ])
 def test_nonsense_flags_are_argparse_errors(flags, message):
     proc = subprocess.run([sys.executable, "-m", "attnviz.training", *flags], capture_output=True, text=True)

@@ -9,7 +9,7 @@ import argparse
 from typing import Sequence
 
 from ..argtypes import column_list, positive_float, positive_int, unit_float
-from .config import TrainConfig
+from .config import DEFAULT_MODEL, TrainConfig
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -67,6 +67,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--max-difficulty", type=unit_float, default=TrainConfig.max_difficulty,
         help="the curriculum stops here",
     )
+    parser.add_argument(
+        "--depth", type=positive_int, default=DEFAULT_MODEL["depth"],
+        help="encoder blocks (more than --init-from's: its blocks are spread out, new ones start as identities)",
+    )
+    parser.add_argument(
+        "--decoder-depth", type=positive_int, default=DEFAULT_MODEL["decoder_depth"], help="decoder blocks (as --depth)"
+    )
     parser.add_argument("--threads", type=positive_int, default=TrainConfig.threads, help="torch CPU threads")
     parser.add_argument(
         "--export", metavar="PATH", default=None,
@@ -102,6 +109,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         easy_fraction=args.easy_fraction,
         other_family_fraction=args.other_fraction,
         easy_period_cols=tuple(args.easy_period_cols),
+        model={**DEFAULT_MODEL, "depth": args.depth, "decoder_depth": args.decoder_depth},
     )
 
 

@@ -30,6 +30,7 @@ from ..forecasters.vitime import ViTimeConfig, ViTimeForecaster, ViTimeMAE, reso
 from ..progress import ProgressBar
 from ..forecasters.vitime.mapping import BLUR_KERNEL_SIZE, STD_EPS, opencv_gaussian_kernel
 from .config import DEFAULT_MODEL, TrainConfig
+from .growth import can_deepen, deepen_state
 from .synthetic import SyntheticSeries
 
 class BatchBuilder:
@@ -151,10 +152,15 @@ def evaluate_model(model: ViTimeMAE, device: torch.device, cases: list[EvalCase]
     return summary
 
 
-def initial_weights(path: str | Path, config: ViTimeConfig) -> dict[str, torch.Tensor]:
+def initial_weights(
+    path: str | Path, config: ViTimeConfig, fresh: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
     """Weights to start from: a training checkpoint, or any file ``load_forecaster`` reads.
 
-    The architecture must match the run's model; a mismatch is an error naming both.
+    The architecture must match the run's model, except that the run may have more encoder or
+    decoder blocks: given the run's freshly initialised state (``fresh``), the trained blocks
+    are spread over the deeper stack and the new ones start as identities (``growth``).
+    Any other mismatch is an error naming both models.
     """
     path = Path(path)
     if not path.exists():
@@ -169,6 +175,8 @@ def initial_weights(path: str | Path, config: ViTimeConfig) -> dict[str, torch.T
         fc = ViTimeForecaster.from_checkpoint(path, device="cpu")
         source, state = fc.config, fc.model.state_dict()
     if source.to_dict() != config.to_dict():
+        if fresh is not None and can_deepen(source, config):
+            return deepen_state(state, source, config, fresh)
         raise ValueError(
             f"--init-from {path}: its model ({source.describe()}) differs from this run's ({config.describe()})"
         )
@@ -210,7 +218,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
         if resume:
             log(f"no checkpoint at {ckpt_path}; starting fresh")
         if cfg.init_from:
-            model.load_state_dict(initial_weights(cfg.init_from, config))
+            model.load_state_dict(initial_weights(cfg.init_from, config, model.state_dict()))
             log(f"initialised from {cfg.init_from}")
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"{config.describe()}; {n_params / 1e6:.2f} M trainable parameters; device {device}")
