@@ -197,6 +197,13 @@ def test_training_report_chains_stages(tmp_path):
     assert main([str(out)]) == 2
 
 
+@pytest.mark.parametrize("step, label", [(0, "0"), (500, "500"), (20000, "20k"), (125000, "125k"), (1.5e6, "1.5M")])
+def test_training_curve_step_ticks_stay_short(step, label):
+    from attnviz.training.report import _step_label
+
+    assert _step_label(step) == label
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--start-difficulty", "0.5", "--max-difficulty", "0.2"], "start_difficulty 0.5 is above max_difficulty 0.2"),
     (["--easy-fraction", "0.8", "--other-fraction", "0.4"], "easy_fraction 0.8 + other_family_fraction 0.4 exceed 1"),

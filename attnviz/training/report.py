@@ -58,6 +58,15 @@ def thin_log(rows: list[dict[str, Any]], every: int = 50) -> list[dict[str, Any]
     return [r for r in rows if r["step"] % every == 0 or "eval" in r or r is rows[-1]]
 
 
+def _step_label(step: float, _pos: object = None) -> str:
+    """Tick label of a step count: 500, 20k, 125k, 1.5M."""
+    if abs(step) >= 1_000_000:
+        return f"{step / 1_000_000:g}M"
+    if abs(step) >= 1_000:
+        return f"{step / 1_000:g}k"
+    return f"{step:g}"
+
+
 def plot_training_curve(
     rows: list[dict[str, Any]], out: str | Path, title: str = "", stage_starts: list[int] | None = None
 ) -> Path:
@@ -117,6 +126,9 @@ def plot_training_curve(
         if evals:
             # Beside the panel: the curves fill its whole height range over the stages.
             ax_eval.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+        for ax in (ax_loss, ax_eval):
+            # "120k", not "120000": six-digit tick labels run into each other past ~100,000 steps.
+            ax.xaxis.set_major_formatter(FuncFormatter(_step_label))
         ax_eval.set_xlabel("step")
         ax_eval.set_ylabel("forecast MAE / mean-forecast MAE")
         ax_eval.set_title("held-out error (512 + 720)")
