@@ -85,6 +85,21 @@ def test_a_deeper_run_starts_from_a_shallower_checkpoint(tmp_path):
                          eval_every=100, eval_cases=1, seed=2, init_from=str(weights))
     after = torch.load(train(second, log=lambda *_: None), weights_only=True)
     assert after["config"]["depth"] == 4 and after["config"]["decoder_depth"] == 3
+    # Resuming the deep run without its depth flags names both models instead of a key error.
+    shallow_resume = TrainConfig(out_dir=str(tmp_path / "b"), steps=2, batch_size=2, warmup=1, model=SMALL,
+                                 eval_every=100, eval_cases=1, seed=2)
+    with pytest.raises(ValueError, match="--resume: .* holds .*4 blocks.* this run builds .*2 blocks"):
+        train(shallow_resume, resume=True, log=lambda *_: None)
+
+
+def test_cli_reports_unfitting_init_weights_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "attnviz.training", "--out", str(tmp_path / "r"), "--steps", "1",
+                           "--init-from", str(tmp_path / "missing.pt")], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "attnviz train: --init-from: no such file" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_cli_depth_flags_set_the_model():

@@ -127,9 +127,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         try:
             cfg = config_from_args(args)
-        except ValueError as err:  # TrainConfig / SyntheticSpec name the contradicting settings
+            ckpt = train(cfg, resume=args.resume)
+        except ValueError as err:  # contradicting settings, or --init-from / --resume weights that do not fit
             raise SystemExit(f"attnviz train: {err}") from None
-        ckpt = train(cfg, resume=args.resume)
     if args.export:
         weights, config = export_checkpoint(ckpt, args.export)
         print(f"exported {weights} and {config}")

@@ -207,6 +207,12 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     elapsed = 0.0
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        saved = ViTimeConfig.from_mapping(state["config"])
+        if saved.to_dict() != config.to_dict():
+            raise ValueError(
+                f"--resume: {ckpt_path} holds {saved.describe()}, but this run builds {config.describe()}; "
+                "resume with the flags the run started with (e.g. --depth / --decoder-depth)"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         builder.load_state(state["rng"])
