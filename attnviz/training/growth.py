@@ -17,8 +17,8 @@ import torch
 
 from ..forecasters.vitime import ViTimeConfig
 
-# (config field that sets the depth, derived depth property, state-dict prefix of the blocks)
-_STACKS = (("depth", "enc_depth", "blocks"), ("decoder_depth", "dec_depth", "decoder_blocks"))
+# (the config's depth of a stack, the state-dict prefix of its blocks)
+_STACKS = (("enc_depth", "blocks"), ("dec_depth", "decoder_blocks"))
 _RESIDUAL_OUTPUTS = ("attn.proj.weight", "attn.proj.bias", "mlp.fc2.weight", "mlp.fc2.bias")
 
 
@@ -59,7 +59,7 @@ def deepen_state(
         )
     out = dict(fresh)
     moved: dict[str, dict[int, int]] = {}
-    for _, depth_name, prefix in _STACKS:
+    for depth_name, prefix in _STACKS:
         positions = block_positions(getattr(source, depth_name), getattr(target, depth_name))
         moved[prefix] = dict(enumerate(positions))
         new = set(range(getattr(target, depth_name))) - set(positions)
