@@ -1,6 +1,9 @@
 """Deepening a trained model: same forecast, trained blocks in order, new blocks as identities."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -93,9 +96,6 @@ def test_a_deeper_run_starts_from_a_shallower_checkpoint(tmp_path):
 
 
 def test_cli_reports_unfitting_init_weights_in_one_line(tmp_path):
-    import subprocess
-    import sys
-
     proc = subprocess.run([sys.executable, "-m", "attnviz.training", "--out", str(tmp_path / "r"), "--steps", "1",
                            "--init-from", str(tmp_path / "missing.pt")], capture_output=True, text=True)
     assert proc.returncode != 0

@@ -66,7 +66,7 @@ def deepen_state(
         for index in new:
             for suffix in _RESIDUAL_OUTPUTS:
                 out[f"{prefix}.{index}.{suffix}"] = torch.zeros_like(fresh[f"{prefix}.{index}.{suffix}"])
-    pattern = re.compile(r"^(blocks|decoder_blocks)\.(\d+)\.(.+)$")
+    pattern = re.compile(rf"^({'|'.join(prefix for _, prefix in _STACKS)})\.(\d+)\.(.+)$")
     for key, value in state.items():
         match = pattern.match(key)
         if match:

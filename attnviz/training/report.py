@@ -120,15 +120,14 @@ def plot_training_curve(
             ax_eval.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
             ax_eval.yaxis.set_minor_formatter(NullFormatter())
         for ax in (ax_loss, ax_eval):
+            # "120k", not "120000": six-digit tick labels run into each other past ~100,000 steps.
+            ax.xaxis.set_major_formatter(FuncFormatter(_step_label))
             for i, start in enumerate(stage_starts or []):
                 ax.axvline(start, color="0.45", lw=0.9, ls="-.",
                            label="next stage (--init-from)" if ax is ax_eval and i == 0 else None)
         if evals:
             # Beside the panel: the curves fill its whole height range over the stages.
             ax_eval.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
-        for ax in (ax_loss, ax_eval):
-            # "120k", not "120000": six-digit tick labels run into each other past ~100,000 steps.
-            ax.xaxis.set_major_formatter(FuncFormatter(_step_label))
         ax_eval.set_xlabel("step")
         ax_eval.set_ylabel("forecast MAE / mean-forecast MAE")
         ax_eval.set_title("held-out error (512 + 720)")
