@@ -211,7 +211,7 @@ class _PeakLabels(Artist):
     measures each one with the real renderer, highest peak first: a label that would touch
     one already placed is lifted just above it (at most ``MAX_LABEL_RAISE`` label heights, and
     never out of the panel), else hidden for this draw.  The highest peak's label, placed
-    first, always shows.
+    first, always shows.  A label that would cross the left or right spine slides inside.
     """
 
     def __init__(self, labels: list[Any], base_points: float) -> None:
@@ -232,6 +232,12 @@ class _PeakLabels(Artist):
             offset = self.base_points
             label.xyann = (0.0, offset)
             box = label.get_window_extent(renderer).padded(pixels_per_point)
+            # A label centred on a peak near either end would run over the spine and the
+            # tick labels beyond it: slide it sideways into the panel (it still touches its peak).
+            shift = max(axes_box.x0 - box.x0, 0.0) - max(box.x1 - axes_box.x1, 0.0)
+            if shift:
+                label.xyann = (shift / pixels_per_point, offset)
+                box = label.get_window_extent(renderer).padded(pixels_per_point)
             highest = offset + MAX_LABEL_RAISE * box.height / pixels_per_point
             while True:
                 blocking = [other for other in placed if box.overlaps(other)]
@@ -240,12 +246,47 @@ class _PeakLabels(Artist):
                     break
                 # Lift it just above the labels in its way, if that stays near its peak and in the panel.
                 offset += (max(other.y1 for other in blocking) - box.y0) / pixels_per_point + 0.5
-                label.xyann = (0.0, offset)
+                label.xyann = (label.xyann[0], offset)
                 box = label.get_window_extent(renderer).padded(pixels_per_point)
                 if offset > highest or box.y1 > axes_box.y1:
                     label.set_visible(False)
                     break
         self.stale = False
+
+
+#: Share of a panel's pre-layout height that survives the layout (titles, labels, colorbars).
+LAYOUT_SHRINK = 0.8
+#: At most this share of a lag panel is kept free above the peaks for their labels.
+MAX_HEADROOM = 0.4
+
+
+def _reserve_label_headroom(ax: Any, labels: list[Any]) -> None:
+    """Raise the panel's top so the peak labels have room above the highest peak.
+
+    Peaks near the top of the data range left no room to lift a colliding label, so the
+    placer hid it (the three_harmonics head showed 126 but not 62).  The room needed is one
+    label height, or two when neighbouring labels would collide on one line; the panel's
+    final size is only known at draw time, so it is estimated from the figure here and the
+    placer still checks every label as drawn."""
+    if not labels:
+        return
+    fontsize = float(labels[0].get_fontsize())
+    label_h, char_w = 1.2 * fontsize + 2.0, 0.6 * fontsize  # points
+    position = ax.get_position()
+    fig_w, fig_h = ax.figure.get_size_inches()
+    width_pts = position.width * fig_w * 72.0 * LAYOUT_SHRINK
+    height_pts = position.height * fig_h * 72.0 * LAYOUT_SHRINK
+    left, right = ax.get_xlim()
+    xs = sorted(label.xy[0] for label in labels)
+    gaps_pts = np.diff(xs) / abs(right - left) * width_pts if len(xs) > 1 else np.array([np.inf])
+    widest = max(len(label.get_text()) for label in labels) * char_w
+    tiers = 2 if np.any(gaps_pts < widest + 2.0) else 1
+    share = min((PEAK_LABEL_OFFSET + tiers * label_h + 2.0) / max(height_pts, 1.0), MAX_HEADROOM)
+    bottom, top = ax.get_ylim()
+    peak_top = max(label.xy[1] for label in labels)
+    needed_top = (peak_top - share * bottom) / (1.0 - share)
+    if needed_top > top:
+        ax.set_ylim(bottom, needed_top)
 
 
 def _peaks_by_height(xs: np.ndarray, heights: np.ndarray, limit: int = 8) -> list[tuple[float, float]]:
@@ -621,6 +662,8 @@ class Plotter:
                 ax.add_artist(placer)
         ax.grid(True, axis="both", alpha=0.35, lw=0.6)
         ax.margins(y=0.09)
+        if annotate and peaks.size and finite.sum() >= 1:
+            _reserve_label_headroom(ax, texts)
         if labels:
             ax.set_xlabel("lag (samples)")
             ax.set_ylabel(ylabel)

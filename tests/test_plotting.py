@@ -303,6 +303,40 @@ def test_close_peak_labels_are_stacked_not_printed_on_top_of_each_other(plotter)
     assert max(b.y1 for b in boxes) <= axes_top + 3  # the second tier stays inside the panel
 
 
+def test_labels_of_peaks_at_the_top_of_the_data_still_find_room_to_stack(plotter):
+    """The three_harmonics head: its peaks are the curve's maxima, so the margin above them
+    left no room to lift a colliding label and the fundamental's went unlabelled.  The panel
+    now keeps room for two tiers above the highest peak."""
+    grid = grid_seed()
+    lags = np.arange(1, 77) * 16.0
+    values = 0.012 + 0.001 * np.cos(2 * np.pi * lags / 64.0)  # eight equal maxima at 64 .. 512
+    peaks = 64.0 * np.arange(1, 9)
+    fig = plotter.head_figure(np.eye(77), grid, lags, values, peaks_samples=peaks)
+    ax = axes_with_gid(fig, "lag_axes")
+    shown, boxes = _shown_peak_labels(fig, ax)
+    assert len(shown) == 8  # the fundamental's label included (was 4: 64, 192, 320, 448)
+    assert len({round(b.y0) for b in boxes}) == 2
+    _assert_disjoint(boxes)
+    axes_box = ax.get_window_extent(fig.canvas.get_renderer())
+    assert max(b.y1 for b in boxes) <= axes_box.y1 + 3
+
+
+def test_a_label_at_the_panel_edge_slides_inside_instead_of_over_the_spine(plotter):
+    """A peak one column from zero lag: a label centred on it ran over the left spine."""
+    grid = grid_seed()
+    lags = np.arange(1, 77) * 16.0
+    values = 0.007 + 0.00002 * lags
+    fig = plotter.head_figure(
+        np.eye(77), grid, lags, values, peaks_samples=[17.0, 1210.0], figsize=(9, 4)
+    )
+    ax = axes_with_gid(fig, "lag_axes")
+    shown, boxes = _shown_peak_labels(fig, ax)
+    axes_box = ax.get_window_extent(fig.canvas.get_renderer())
+    assert sorted(t.get_text() for t in shown) == ["1210", "17"]
+    for box in boxes:
+        assert axes_box.x0 <= box.x0 and box.x1 <= axes_box.x1, (box, axes_box)
+
+
 def test_known_periods_and_multiples_drawn(plotter):
     grid = grid_seed()
     tmap = periodic_map(grid, 62.8)
