@@ -289,12 +289,18 @@ def _reserve_label_headroom(ax: Any, labels: list[Any]) -> None:
         ax.set_ylim(bottom, needed_top)
 
 
-def _peaks_by_height(xs: np.ndarray, heights: np.ndarray, limit: int = 8) -> list[tuple[float, float]]:
-    """Up to ``limit`` peaks, highest first: the candidates for a text label.
+def _label_candidates(xs: np.ndarray, heights: np.ndarray, limit: int = 8) -> list[tuple[float, float]]:
+    """Up to ``limit`` peaks to label, in placement order: the highest, then the shortest lag
+    (usually the fundamental the reader looks for first, often not among the highest), then
+    the rest by height.
 
     Every peak keeps its marker; only labels are limited (and placed at draw time)."""
-    order = np.argsort(-np.nan_to_num(heights, nan=-np.inf), kind="stable")[:limit]
-    return [(float(xs[i]), float(heights[i])) for i in order]
+    order = list(np.argsort(-np.nan_to_num(heights, nan=-np.inf), kind="stable"))
+    if len(order) > 1:
+        shortest = int(np.argmin(np.abs(xs)))
+        order.remove(shortest)
+        order.insert(1, shortest)
+    return [(float(xs[i]), float(heights[i])) for i in order[:limit]]
 
 
 def _period_label(x: float) -> str:
@@ -644,7 +650,7 @@ class Plotter:
             marks.set_gid("peaks")
             if annotate:
                 texts = []
-                for x, y in _peaks_by_height(peaks, heights):
+                for x, y in _label_candidates(peaks, heights):
                     text = ax.annotate(
                         _fmt(round(x, 1)),
                         (x, y),

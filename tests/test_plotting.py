@@ -337,6 +337,22 @@ def test_a_label_at_the_panel_edge_slides_inside_instead_of_over_the_spine(plott
         assert axes_box.x0 <= box.x0 and box.x1 <= axes_box.x1, (box, axes_box)
 
 
+def test_the_shortest_lag_peak_is_labelled_even_when_it_is_among_the_lowest(plotter):
+    """The fundamental (first peak) of a rising lag curve is lower than eight later peaks:
+    labelling only the highest eight left it unlabelled."""
+    grid = grid_seed()
+    lags = np.arange(1, 77) * 16.0
+    values = 0.01 + 0.00001 * lags + 0.001 * np.cos(2 * np.pi * lags / 64.0)
+    peaks = 64.0 * np.arange(1, 12)
+    fig = plotter.head_figure(np.eye(77), grid, lags, values, peaks_samples=peaks, figsize=(14, 5))
+    ax = axes_with_gid(fig, "lag_axes")
+    shown, boxes = _shown_peak_labels(fig, ax)
+    labelled = {t.get_text() for t in shown}
+    assert {"64", "704"} <= labelled  # the fundamental and the highest peak
+    assert len(labelled) <= 8
+    _assert_disjoint(boxes)
+
+
 def test_known_periods_and_multiples_drawn(plotter):
     grid = grid_seed()
     tmap = periodic_map(grid, 62.8)
