@@ -298,8 +298,9 @@ def _label_candidates(xs: np.ndarray, heights: np.ndarray, limit: int = 8) -> li
     order = list(np.argsort(-np.nan_to_num(heights, nan=-np.inf), kind="stable"))
     if len(order) > 1:
         shortest = int(np.argmin(np.abs(xs)))
-        order.remove(shortest)
-        order.insert(1, shortest)
+        if shortest != order[0]:  # the highest is placed first, always
+            order.remove(shortest)
+            order.insert(1, shortest)
     return [(float(xs[i]), float(heights[i])) for i in order[:limit]]
 
 

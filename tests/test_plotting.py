@@ -353,6 +353,16 @@ def test_the_shortest_lag_peak_is_labelled_even_when_it_is_among_the_lowest(plot
     _assert_disjoint(boxes)
 
 
+def test_label_order_highest_first_then_the_shortest_lag():
+    from attnviz.plotting import _label_candidates
+
+    xs = np.array([64.0, 128.0, 192.0, 256.0])
+    assert [x for x, _ in _label_candidates(xs, np.array([1.0, 3.0, 2.0, 4.0]))] == [256, 64, 128, 192]
+    # the shortest lag is also the highest: it stays first, the rest by height
+    assert [x for x, _ in _label_candidates(xs, np.array([5.0, 3.0, 2.0, 4.0]))] == [64, 256, 128, 192]
+    assert [x for x, _ in _label_candidates(xs, np.array([1.0, 3.0, 2.0, 4.0]), limit=2)] == [256, 64]
+
+
 def test_known_periods_and_multiples_drawn(plotter):
     grid = grid_seed()
     tmap = periodic_map(grid, 62.8)
