@@ -278,7 +278,7 @@ def _reserve_label_headroom(ax: Any, labels: list[Any]) -> None:
     height_pts = position.height * fig_h * 72.0 * LAYOUT_SHRINK
     left, right = ax.get_xlim()
     xs = sorted(label.xy[0] for label in labels)
-    gaps_pts = np.diff(xs) / abs(right - left) * width_pts if len(xs) > 1 else np.array([np.inf])
+    gaps_pts = np.diff(xs) / abs(right - left) * width_pts  # empty for a single label: one tier
     widest = max(len(label.get_text()) for label in labels) * char_w
     tiers = 2 if np.any(gaps_pts < widest + 2.0) else 1
     share = min((PEAK_LABEL_OFFSET + tiers * label_h + 2.0) / max(height_pts, 1.0), MAX_HEADROOM)
@@ -598,6 +598,7 @@ class Plotter:
             lags, values, color=pal[0], lw=1.5, marker="o", ms=2.2, label="lag curve", zorder=3
         )
         curve.set_gid("lag_curve")
+        ax.margins(y=0.09)  # before the label headroom, which reads the resulting limits
         lo, hi = float(lags.min()), float(lags.max())
         span = hi - lo if hi > lo else max(abs(hi), 1.0)
         ax.set_xlim(min(lo, 0.0) if lo >= 0 else lo - 0.02 * span, hi + 0.02 * span)
@@ -667,10 +668,8 @@ class Plotter:
                 placer = _PeakLabels(texts, base_points=PEAK_LABEL_OFFSET)
                 placer.set_gid("peak_labels")
                 ax.add_artist(placer)
+                _reserve_label_headroom(ax, texts)
         ax.grid(True, axis="both", alpha=0.35, lw=0.6)
-        ax.margins(y=0.09)
-        if annotate and peaks.size and finite.sum() >= 1:
-            _reserve_label_headroom(ax, texts)
         if labels:
             ax.set_xlabel("lag (samples)")
             ax.set_ylabel(ylabel)

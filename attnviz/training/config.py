@@ -13,7 +13,8 @@ from .synthetic import SyntheticSpec
 # The model `attnviz train` builds: the released model's time geometry (77 token columns of 32
 # image columns, so 512 + 720 samples give 16 samples per column) with a short value axis of 2
 # token rows (64 bins in 32-bin patches), 8 heads per block, 1.5 M parameters.  The bundled
-# model is this one after 8 stages, deepened to 8 + 4 blocks (--depth 8 --decoder-depth 4).
+# model started as this one and was later deepened with --depth / --decoder-depth (its JSON
+# config and the README's stage list say to what).
 DEFAULT_MODEL: dict[str, Any] = {
     "h": 64,
     "maxScal": 3.5,
