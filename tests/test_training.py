@@ -126,7 +126,9 @@ def test_init_from_checkpoint_or_weights_file(tmp_path):
     trained = torch.load(ckpt, weights_only=True)["model"]
     weights, _ = export_checkpoint(ckpt, tmp_path / "tiny.safetensors")
     config = ViTimeConfig.from_mapping(TINY)
-    for source in (ckpt, weights):
+    renamed = tmp_path / "renamed.pth"  # a training checkpoint is recognised by content, not suffix
+    renamed.write_bytes(ckpt.read_bytes())
+    for source in (ckpt, weights, renamed):
         state = initial_weights(source, config)
         assert state.keys() == trained.keys()
         for key in trained:
@@ -250,3 +252,50 @@ def test_cli_defaults_are_the_api_defaults():
     cfg = config_from_args(build_parser().parse_args(
         ["--other-fraction", "0.05", "--easy-period-cols", "1,3", "--steps", "7", "--out", "x"]))
     assert cfg == TrainConfig(other_family_fraction=0.05, easy_period_cols=(1, 3), steps=7, out_dir="x")
+
+
+def _foreign_files(folder):
+    folder.mkdir()
+    text = folder / "notes.pt"
+    text.write_text("not a checkpoint at all")
+    torch.save([1, 2, 3], folder / "list.pt")
+    torch.save({"weights": torch.zeros(2)}, folder / "dict.pt")
+    truncated = folder / "truncated.pt"
+    torch.save({"model": {"w": torch.zeros(1000)}, "config": {}, "step": 1}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    return [text, folder / "list.pt", folder / "dict.pt", truncated]
+
+
+def test_foreign_files_are_one_line_errors_naming_them(tmp_path, capsys):
+    """--init-from, --resume and --export-only given a file that is not what they read."""
+    from attnviz.training.cli import main
+
+    for i, foreign in enumerate(_foreign_files(tmp_path / "foreign")):
+        with pytest.raises(SystemExit) as init:
+            main(["--out", str(tmp_path / f"init{i}"), "--steps", "1", "--init-from", str(foreign)])
+        assert str(init.value).startswith(f"attnviz train: --init-from: {foreign}"), init.value
+        assert "training checkpoint written by attnviz train is also accepted" in str(init.value)
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        (run / "checkpoint.pt").write_bytes(foreign.read_bytes())
+        with pytest.raises(SystemExit) as resume:
+            main(["--out", str(run), "--steps", "1", "--resume"])
+        assert str(resume.value).startswith(f"attnviz train: --resume: {run / 'checkpoint.pt'} is not a"), resume.value
+        assert "training checkpoint" in str(resume.value)
+        with pytest.raises(SystemExit) as export:
+            main(["--out", str(run), "--export-only", "--export", str(tmp_path / "x.safetensors")])
+        assert str(export.value).startswith(f"attnviz train: export: {run / 'checkpoint.pt'} is not a")
+        assert "\n" not in str(init.value) + str(resume.value) + str(export.value)
+
+
+def test_a_value_error_inside_a_training_step_keeps_its_traceback(tmp_path, monkeypatch):
+    """Only input errors are shortened to one line; a bug mid-run must not be disguised as one."""
+    from attnviz.training import trainer
+    from attnviz.training.cli import main
+
+    def broken(*args, **kwargs):
+        raise ValueError("bug inside a step")
+
+    monkeypatch.setattr(trainer, "emd_loss", broken)
+    with pytest.raises(ValueError, match="bug inside a step"):
+        main(["--out", str(tmp_path / "r"), "--steps", "1", "--eval-every", "100"])

@@ -116,7 +116,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .trainer import export_checkpoint, train
+    from .trainer import TrainingInputError, export_checkpoint, train
 
     ckpt = Path(args.out) / "checkpoint.pt"
     if args.export_only:
@@ -127,12 +127,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         try:
             cfg = config_from_args(args)
-            ckpt = train(cfg, resume=args.resume)
-        except ValueError as err:  # contradicting settings, or --init-from / --resume weights that do not fit
+        except ValueError as err:  # contradicting settings
             raise SystemExit(f"attnviz train: {err}") from None
-    if args.export:
-        weights, config = export_checkpoint(ckpt, args.export)
-        print(f"exported {weights} and {config}")
+    # Only input errors become one line: a ValueError from inside a training step keeps its traceback.
+    try:
+        if not args.export_only:
+            ckpt = train(cfg, resume=args.resume)
+        if args.export:
+            weights, config = export_checkpoint(ckpt, args.export)
+            print(f"exported {weights} and {config}")
+    except TrainingInputError as err:
+        raise SystemExit(f"attnviz train: {err}") from None
     return 0
 
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import time
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from scipy.ndimage import correlate1d
 
 from ..evaluation import EvalCase, evaluate_cases, harmonic_mixtures, seed_signal, summarize
 from ..forecasters.vitime import ViTimeConfig, ViTimeForecaster, ViTimeMAE, resolve_device
+from ..forecasters.vitime.checkpoint import CheckpointError, resolve_native_paths
 from ..progress import ProgressBar
 from ..forecasters.vitime.mapping import BLUR_KERNEL_SIZE, STD_EPS, opencv_gaussian_kernel
 from .config import DEFAULT_MODEL, TrainConfig
@@ -152,6 +155,50 @@ def evaluate_model(model: ViTimeMAE, device: torch.device, cases: list[EvalCase]
     return summary
 
 
+class TrainingInputError(ValueError):
+    """The run cannot start or export: its model settings, or a checkpoint or weights file, do not fit.
+
+    Raised before the first step (or by the export), so the CLI prints it as one line; a
+    ValueError raised inside a training step is a bug and keeps its traceback.
+    """
+
+
+_CHECKPOINT_KEYS = ("model", "config", "step")
+
+
+def _read_torch_file(path: Path) -> Any:
+    """``torch.load`` without pickle code; unreadable files raise TrainingInputError naming them."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        # torch's weights-only message opens with advice to unpickle unsafely; keep only its reason
+        lines = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()
+        reason = lines[0] if lines else type(exc).__name__
+        raise TrainingInputError(
+            f"{path} is not a readable training checkpoint (truncated, corrupt, or holding more than "
+            f"tensors and plain values): {reason}"
+        ) from None
+
+
+def _is_training_checkpoint(payload: Any) -> bool:
+    return isinstance(payload, dict) and all(key in payload for key in _CHECKPOINT_KEYS)
+
+
+def load_training_checkpoint(path: str | Path, role: str) -> dict[str, Any]:
+    """A checkpoint written by ``train`` (``--resume``, ``--export-only``); ``role`` prefixes errors."""
+    path = Path(path)
+    try:
+        payload = _read_torch_file(path)
+    except TrainingInputError as err:
+        raise TrainingInputError(f"{role}: {err}") from None
+    if not _is_training_checkpoint(payload):
+        raise TrainingInputError(
+            f"{role}: {path} is not a training checkpoint written by attnviz train "
+            f"(expected a dict with {', '.join(map(repr, _CHECKPOINT_KEYS))}, ...)"
+        )
+    return payload
+
+
 def initial_weights(
     path: str | Path, config: ViTimeConfig, fresh: dict[str, torch.Tensor] | None = None
 ) -> dict[str, torch.Tensor]:
@@ -164,20 +211,27 @@ def initial_weights(
     """
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"--init-from: no such file {path}")
+        raise TrainingInputError(f"--init-from: no such file {path}")
     state: dict[str, Any] | None = None
-    if path.suffix == ".pt":
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(raw, dict) and "model" in raw and "config" in raw and "step" in raw:
-            source = ViTimeConfig.from_mapping(raw["config"])
-            state = raw["model"]
+    if path.is_file() and resolve_native_paths(path) is None:
+        try:  # a training checkpoint, whatever its suffix; anything else is for load_forecaster
+            raw = _read_torch_file(path)
+        except TrainingInputError:
+            raw = None
+        if _is_training_checkpoint(raw):
+            source, state = ViTimeConfig.from_mapping(raw["config"]), raw["model"]
     if state is None:
-        fc = ViTimeForecaster.from_checkpoint(path, device="cpu")
+        try:
+            fc = ViTimeForecaster.from_checkpoint(path, device="cpu")
+        except CheckpointError as err:
+            raise TrainingInputError(
+                f"--init-from: {err} (a training checkpoint written by attnviz train is also accepted)"
+            ) from None
         source, state = fc.config, fc.model.state_dict()
     if source.to_dict() != config.to_dict():
         if fresh is not None and can_deepen(source, config):
             return deepen_state(state, source, config, fresh)
-        raise ValueError(
+        raise TrainingInputError(
             f"--init-from {path}: its model ({source.describe()}) differs from this run's ({config.describe()})"
         )
     return state
@@ -199,17 +253,20 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     ckpt_path = out / "checkpoint.pt"
     log_path = out / "log.jsonl"
     torch.manual_seed(cfg.seed)
-    config = ViTimeConfig.from_mapping(cfg.model)
+    try:
+        config = ViTimeConfig.from_mapping(cfg.model)
+    except ValueError as err:
+        raise TrainingInputError(f"model settings: {err}") from err
     model = ViTimeMAE(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     builder = BatchBuilder(config, cfg, device)
     step, difficulty, ema = 0, cfg.start_difficulty, None
     elapsed = 0.0
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        state = load_training_checkpoint(ckpt_path, "--resume")
         saved = ViTimeConfig.from_mapping(state["config"])
         if saved.to_dict() != config.to_dict():
-            raise ValueError(
+            raise TrainingInputError(
                 f"--resume: {ckpt_path} holds {saved.describe()}, but this run builds {config.describe()}; "
                 "resume with the flags the run started with (e.g. --depth / --decoder-depth)"
             )
@@ -291,7 +348,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
 
 def export_checkpoint(ckpt_path: str | Path, destination: str | Path) -> tuple[Path, Path]:
     """Write a training checkpoint's weights as the native safetensors + JSON format."""
-    state = torch.load(Path(ckpt_path), map_location="cpu", weights_only=True)
+    state = load_training_checkpoint(ckpt_path, "export")
     config = ViTimeConfig.from_mapping(state["config"])
     model = ViTimeMAE(config)
     model.load_state_dict(state["model"])
