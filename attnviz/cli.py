@@ -132,6 +132,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "horizon": args.horizon,
         "model": model_label(fc),
         "grid": res.grid.to_dict(),
+        "ranking_caveats": [c.detail for c in res.series_periodicity.caveats()],
         "ranked_heads": ranked_heads_json(res),
         "selected_heads": [
             {"layer": layer, "head": head, "peaks_samples": est.peaks_samples.tolist(),
@@ -144,6 +145,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from .jsonutil import to_jsonable
 
     (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=1) + "\n")
+    for caveat in res.series_periodicity.caveats():
+        print(f"attnviz explain: note: {caveat.detail}", file=sys.stderr)
     top = res.ranked_heads[0]
     print(f"top head: {top.layer} head {top.head} (score {top.score:.3f}, period {top.period_samples:.1f} samples)")
     print(f"wrote {len(files)} figures and {out / 'summary.json'}")

@@ -30,6 +30,7 @@ import io
 import math
 import numbers
 import re
+import textwrap
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
@@ -944,11 +945,14 @@ class Plotter:
         best: tuple[int, int] | None = None,
         figsize: tuple[float, float] | None = None,
         annotate: bool = True,
+        caveat: str = "",
     ) -> Figure:
         """(layers, heads) score matrix as an annotated heat map; NaN cells are left blank.
 
         periods: optional (layers, heads) detected periods (samples) printed under each score.
         best: (layer, head) cell to outline; default the highest finite score.
+        caveat: a warning line under the title (``score_grid`` passes the ranking's caveats), so
+        a ranking that says little cannot be mistaken for one that says much.
         """
         s = _to_numpy(scores)
         if s.ndim != 2 or 0 in s.shape:
@@ -1035,6 +1039,8 @@ class Plotter:
             ax.add_patch(rect)
             title += f" (best: {names[bi]}, head {bj})"
         subtitle = "cell: score" + (" / detected period (samples)" if per is not None else "")
+        if caveat:  # wrapped to the figure: a narrow grid (few heads) must not clip it
+            subtitle += "\n" + textwrap.fill(f"note: {caveat}", max(30, int(8 * fig.get_figwidth())))
         ax.set_title(f"{title}\n{subtitle}", fontsize="medium")
         return fig
 
@@ -1056,6 +1062,9 @@ class Plotter:
             if best is None:
                 best = (i, j)
         kwargs.setdefault("best", best)
+        periodicity = getattr(res, "series_periodicity", None)
+        caveats = periodicity.caveats() if periodicity is not None else []
+        kwargs.setdefault("caveat", "; ".join(c.short for c in caveats))
         return self.score_heatmap(scores, names, periods, **kwargs)
 
     # ------------------------------------------------------------------ series panel

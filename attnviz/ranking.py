@@ -20,7 +20,8 @@ The head side and the score (``rank_heads``):
 
 * ``agreement``: Pearson correlation between the head's lag curve and ``acf_curve`` over the
   lags where the ACF is reliable, both linearly detrended in lag first (so a plain "attend
-  nearby" fall-off does not count as agreement).  NaN when fewer than 4 such lags exist.
+  nearby" fall-off does not count as agreement).  NaN when fewer than 4 such lags exist
+  (``SeriesPeriodicity.caveats`` then says that the ranking rests on clarity alone).
 * ``period_samples``: ``find_periods`` on the head's lag curve, restricted to lags whose
   diagonal holds at least max(3, 1/4 of the region's query columns) queries (long lags average
   over too few queries to be trusted).  ``clarity`` is that estimate's score (explained
@@ -88,6 +89,17 @@ def column_smoothed_acf(acf: np.ndarray, samples_per_col: float, centers: np.nda
     return out
 
 
+MIN_AGREEMENT_LAGS = 4  # fewer comparable lags leave a head's agreement with the ACF undefined
+
+
+@dataclass(frozen=True)
+class RankingCaveat:
+    """A reason the head ranking says little about this series: ``short`` for a figure, ``detail`` for logs."""
+
+    short: str
+    detail: str
+
+
 @dataclass(frozen=True)
 class SeriesPeriodicity:
     """The history's own periodicity on this call's lag grid (see the module doc)."""
@@ -102,12 +114,52 @@ class SeriesPeriodicity:
     def period_samples(self) -> float:
         return self.period.fundamental_samples
 
+    @property
+    def comparable_lags(self) -> int:
+        """Column lags where the ACF is reliable, i.e. where a head's curve can be compared."""
+        return int(np.isfinite(np.asarray(self.acf_curve.values, dtype=float)).sum())
+
+    @property
+    def is_flat(self) -> bool:
+        """True when the history has no variation beyond a linear trend (its ACF is 0 off lag 0)."""
+        return bool(np.all(self.acf[1:] == 0.0))
+
+    def caveats(self) -> list[RankingCaveat]:
+        """Why a ranking against this history may say little; empty when it can be trusted.
+
+        A history too short for ``MIN_AGREEMENT_LAGS`` comparable lags leaves every agreement
+        undefined (heads are then ordered by their own peaks' clarity alone); a flat history
+        makes every agreement 0.
+        """
+        n, lags = len(self.acf), self.comparable_lags
+        if lags < MIN_AGREEMENT_LAGS:
+            return [
+                RankingCaveat(
+                    "history too short to rank against: scores = clarity of each head's own peaks",
+                    f"the history ({n} samples) gives {lags} column lag(s) on which to compare heads with "
+                    f"its autocorrelation, fewer than the {MIN_AGREEMENT_LAGS} needed: heads are ranked by "
+                    "the clarity of their own lag peaks alone; give a longer history (or a shorter "
+                    "horizon) to rank them against the series",
+                )
+            ]
+        if self.is_flat:
+            return [
+                RankingCaveat(
+                    "flat history: no head can agree with it, so every score is 0",
+                    f"the history ({n} samples) has no variation beyond a linear trend: no head can agree "
+                    "with its autocorrelation, every score is 0 and the order of heads means nothing",
+                )
+            ]
+        return []
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "period_samples": _num(self.period_samples),
             "period": self.period.to_dict(),
             "acf_fraction": self.acf_fraction,
             "period_fraction": self.period_fraction,
+            "comparable_lags": self.comparable_lags,
+            "caveats": [c.detail for c in self.caveats()],
         }
 
 
@@ -224,7 +276,7 @@ def score_head(
     lags = np.asarray(curve.lags, dtype=float)
     acf_values = np.asarray(series.acf_curve.values, dtype=float)
     ok = np.isfinite(values) & np.isfinite(acf_values)
-    if ok.sum() >= 4:
+    if ok.sum() >= MIN_AGREEMENT_LAGS:
         a = detrend_curve(lags[ok], values[ok], "linear")
         b = detrend_curve(lags[ok], acf_values[ok], "linear")
         agreement = _pearson(a, b)

@@ -410,6 +410,29 @@ def test_series_periodicity_of_a_sinusoid(period):
     assert info.period_samples == pytest.approx(period, rel=0.03)
 
 
+def test_ranking_caveats_name_a_short_or_flat_history():
+    """A ranking that cannot compare heads with the series must say so, not report 'score 1.0'."""
+    long = TokenGrid.for_call(rows=2, cols=77, prefix_tokens=1, history_length=512, horizon=720)
+    sine = series_periodicity(np.sin(np.arange(512) / 10), long)
+    assert sine.caveats() == [] and sine.comparable_lags >= 4 and sine.to_dict()["caveats"] == []
+    for flat in (np.full(512, 3.0), 0.5 * np.arange(512) - 7):  # constant, a pure ramp
+        info = series_periodicity(flat, long)
+        assert info.is_flat and len(info.caveats()) == 1
+        assert "no variation beyond a linear trend" in info.caveats()[0].detail
+    short = TokenGrid.for_call(rows=2, cols=77, prefix_tokens=1, history_length=20, horizon=720)
+    info = series_periodicity(np.sin(np.arange(20) / 10), short)
+    assert info.comparable_lags < 4
+    (caveat,) = info.caveats()
+    assert "20 samples" in caveat.detail and "fewer than the 4 needed" in caveat.detail
+    assert "clarity" in caveat.short and info.to_dict()["caveats"] == [caveat.detail]
+    # With no comparable lag every agreement is undefined and the score is the clarity term alone.
+    c = short.cols
+    lag = np.abs(np.arange(c)[:, None] - np.arange(c)[None, :]) * short.samples_per_col
+    maps = row_normalise(np.exp(-lag / 40.0))[None, None]
+    (head,) = rank_heads(maps, short, np.sin(np.arange(20) / 10), ["a"])
+    assert np.isnan(head.agreement) and head.score == pytest.approx(0.5 + 0.5 * head.clarity)
+
+
 def test_ranking_finds_the_periodic_head():
     period = 96.0
     g = TokenGrid.for_call(rows=4, cols=77, prefix_tokens=1, history_length=512, horizon=720)

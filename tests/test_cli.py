@@ -49,6 +49,15 @@ def test_explain_json_matches_python_api(tmp_path):
     for path in summary["files"]:
         assert Path(path).is_file() and Path(path).stat().st_size > 10_000
     assert any(Path(p).name.startswith("experiment_explain_layer_") for p in summary["files"])
+    assert summary["ranking_caveats"] == [] and "note:" not in proc.stderr
+
+
+def test_explain_says_when_the_history_is_too_short_to_rank_heads(tmp_path):
+    proc = attnviz_cli("explain", "--expr", "sin(n/10)", "--length", "20", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    (caveat,) = summary["ranking_caveats"]
+    assert "history (20 samples)" in caveat and f"attnviz explain: note: {caveat}" in proc.stderr
 
 
 def test_explain_from_csv_with_explicit_heads(tmp_path):

@@ -601,6 +601,18 @@ def test_score_grid(plotter):
     assert "periodicity score" in axes_with_gid(fig, "colorbar").get_ylabel()
     with pytest.raises(ValueError, match="layer_names has 1 entries but scores has 2 rows"):
         plotter.score_heatmap(np.zeros((2, 3)), ["a"])
+    assert "note:" not in ax.get_title()  # FakeResult has no periodicity: nothing to warn about
+
+
+def test_score_grid_title_carries_the_ranking_caveat(plotter):
+    from attnviz.ranking import series_periodicity
+
+    res = FakeResult(grid_seed())
+    res.series_periodicity = series_periodicity(np.full(512, 2.0), res.grid)  # a flat history
+    fig = plotter.score_grid(res, figsize=(3, 2))
+    title = axes_with_gid(fig, "score_axes").get_title()
+    assert "note: flat history" in title
+    assert max(len(line) for line in title.splitlines()[2:]) <= 30  # wrapped to the narrow figure
 
 
 def test_series_panel(plotter):
