@@ -263,7 +263,9 @@ def _foreign_files(folder):
     truncated = folder / "truncated.pt"
     torch.save({"model": {"w": torch.zeros(1000)}, "config": {}, "step": 1}, truncated)
     truncated.write_bytes(truncated.read_bytes()[:300])
-    return [text, folder / "list.pt", folder / "dict.pt", truncated]
+    foreign_config = folder / "foreign_config.pt"  # shaped like a training checkpoint, config nonsense
+    torch.save({"model": {"w": torch.zeros(1)}, "config": {"h": -4}, "step": 1}, foreign_config)
+    return [text, folder / "list.pt", folder / "dict.pt", truncated, foreign_config]
 
 
 def test_foreign_files_are_one_line_errors_naming_them(tmp_path, capsys):
@@ -271,20 +273,24 @@ def test_foreign_files_are_one_line_errors_naming_them(tmp_path, capsys):
     from attnviz.training.cli import main
 
     for i, foreign in enumerate(_foreign_files(tmp_path / "foreign")):
+        # the last file is shaped like a training checkpoint: its config is what is wrong
+        why = "its 'config' does not describe a ViTime model" if foreign.stem == "foreign_config" else "is not a"
         with pytest.raises(SystemExit) as init:
             main(["--out", str(tmp_path / f"init{i}"), "--steps", "1", "--init-from", str(foreign)])
         assert str(init.value).startswith(f"attnviz train: --init-from: {foreign}"), init.value
-        assert "training checkpoint written by attnviz train is also accepted" in str(init.value)
+        if foreign.stem != "foreign_config":
+            assert "training checkpoint written by attnviz train is also accepted" in str(init.value)
         run = tmp_path / f"run{i}"
         run.mkdir()
         (run / "checkpoint.pt").write_bytes(foreign.read_bytes())
         with pytest.raises(SystemExit) as resume:
             main(["--out", str(run), "--steps", "1", "--resume"])
-        assert str(resume.value).startswith(f"attnviz train: --resume: {run / 'checkpoint.pt'} is not a"), resume.value
-        assert "training checkpoint" in str(resume.value)
+        assert str(resume.value).startswith(f"attnviz train: --resume: {run / 'checkpoint.pt'}"), resume.value
+        assert why in str(resume.value)
         with pytest.raises(SystemExit) as export:
             main(["--out", str(run), "--export-only", "--export", str(tmp_path / "x.safetensors")])
-        assert str(export.value).startswith(f"attnviz train: export: {run / 'checkpoint.pt'} is not a")
+        assert str(export.value).startswith(f"attnviz train: export: {run / 'checkpoint.pt'}")
+        assert why in str(export.value)
         assert "\n" not in str(init.value) + str(resume.value) + str(export.value)
 
 

@@ -199,6 +199,14 @@ def load_training_checkpoint(path: str | Path, role: str) -> dict[str, Any]:
     return payload
 
 
+def checkpoint_config(payload: dict[str, Any], path: str | Path, role: str) -> ViTimeConfig:
+    """The model config a training checkpoint was written with; a foreign one is a TrainingInputError."""
+    try:
+        return ViTimeConfig.from_mapping(payload["config"])
+    except (ValueError, TypeError) as err:
+        raise TrainingInputError(f"{role}: {path}: its 'config' does not describe a ViTime model: {err}") from None
+
+
 def initial_weights(
     path: str | Path, config: ViTimeConfig, fresh: dict[str, torch.Tensor] | None = None
 ) -> dict[str, torch.Tensor]:
@@ -219,7 +227,7 @@ def initial_weights(
         except TrainingInputError:
             raw = None
         if _is_training_checkpoint(raw):
-            source, state = ViTimeConfig.from_mapping(raw["config"]), raw["model"]
+            source, state = checkpoint_config(raw, path, "--init-from"), raw["model"]
     if state is None:
         try:
             fc = ViTimeForecaster.from_checkpoint(path, device="cpu")
@@ -264,7 +272,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     elapsed = 0.0
     if resume and ckpt_path.exists():
         state = load_training_checkpoint(ckpt_path, "--resume")
-        saved = ViTimeConfig.from_mapping(state["config"])
+        saved = checkpoint_config(state, ckpt_path, "--resume")
         if saved.to_dict() != config.to_dict():
             raise TrainingInputError(
                 f"--resume: {ckpt_path} holds {saved.describe()}, but this run builds {config.describe()}; "
@@ -349,7 +357,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
 def export_checkpoint(ckpt_path: str | Path, destination: str | Path) -> tuple[Path, Path]:
     """Write a training checkpoint's weights as the native safetensors + JSON format."""
     state = load_training_checkpoint(ckpt_path, "export")
-    config = ViTimeConfig.from_mapping(state["config"])
+    config = checkpoint_config(state, ckpt_path, "export")
     model = ViTimeMAE(config)
     model.load_state_dict(state["model"])
     fc = ViTimeForecaster(model)
