@@ -20,6 +20,7 @@ _LAZY = {
     "AttentionRollout": "attnviz.capture",
     "MultiHeadAttentionRollout": "attnviz.analysis",
     "AnalysisResult": "attnviz.analysis",
+    "RankingCaveatWarning": "attnviz.ranking",
     "Plotter": "attnviz.plotting",
     "load_forecaster": "attnviz.weights",
     "default_weights_path": "attnviz.weights",

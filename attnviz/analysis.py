@@ -17,6 +17,7 @@ Layers with fewer heads than the widest layer are padded with NaN in the stacked
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Sequence
@@ -37,6 +38,7 @@ from .lags import (
 from .periods import PeriodEstimate, find_periods, fundamental_from_peaks
 from .ranking import (
     HeadScore,
+    RankingCaveatWarning,
     SeriesPeriodicity,
     head_period,
     rank_heads,
@@ -201,7 +203,11 @@ class AnalysisResult:
         to the ACF's period (Gaussian, sigma = half of max(half a column, 8 %)); ``clarity`` =
         explained-prominence x hit-rate of the period estimate.  ``score = max(agreement, 0) x
         (0.1 + 0.9 consistency) x (0.5 + 0.5 clarity)``.  Details: ``attnviz.ranking``.
+        A history the ranking cannot compare with (too short, or flat) gives a
+        ``RankingCaveatWarning`` naming why (``series_periodicity.caveats()``).
         """
+        for caveat in self.series_periodicity.caveats():
+            warnings.warn(caveat.detail, RankingCaveatWarning, stacklevel=2)
         return self.rank_heads()
 
     def rank_heads(

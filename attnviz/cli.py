@@ -102,8 +102,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out = ensure_writable(args.out)
     heads = parse_heads(args.heads)
     series, label = load_series(args)
+    import warnings
+
     from .analysis import MultiHeadAttentionRollout
     from .experiments import model_label, ranked_heads_json
+    from .ranking import RankingCaveatWarning
     from .plotting import Plotter
     from .validation import as_series
 
@@ -113,6 +116,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     fc = _load(args)
     res = MultiHeadAttentionRollout(fc).analyze(series, args.horizon)
+    with warnings.catch_warnings():  # the caveats are printed below as one-line notes
+        warnings.simplefilter("ignore", RankingCaveatWarning)
+        res.ranked_heads
     if heads == "auto":
         chosen = [(h.layer, int(h.head)) for h in res.ranked_heads[: args.top_k]]
     else:

@@ -92,6 +92,10 @@ def column_smoothed_acf(acf: np.ndarray, samples_per_col: float, centers: np.nda
 MIN_AGREEMENT_LAGS = 4  # fewer comparable lags leave a head's agreement with the ACF undefined
 
 
+class RankingCaveatWarning(UserWarning):
+    """Issued when a head ranking is computed against a history it cannot be compared with."""
+
+
 @dataclass(frozen=True)
 class RankingCaveat:
     """A reason the head ranking says little about this series: ``short`` for a figure, ``detail`` for logs."""

@@ -505,6 +505,23 @@ def test_result_views_and_json(analysed):
 
 
 @needs_capture
+def test_ranking_warns_when_the_history_is_too_short(vitime_fixture_forecaster):
+    """Python users get the caveat too (the CLI prints it as a note), once per result."""
+    import warnings
+
+    from attnviz import MultiHeadAttentionRollout, RankingCaveatWarning
+
+    analyzer = MultiHeadAttentionRollout(vitime_fixture_forecaster)
+    short = analyzer.analyze(np.sin(np.arange(20) / 10), 384)
+    with pytest.warns(RankingCaveatWarning, match=r"history \(20 samples\).*fewer than the 4 needed"):
+        short.ranked_heads
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        short.ranked_heads  # cached: not warned again
+        analyzer.analyze(np.sin(np.arange(256) / 10), 384).ranked_heads  # comparable: no warning
+
+
+@needs_capture
 def test_bad_requests_name_what_exists(analysed):
     res = analysed
     with pytest.raises(ValueError, match=r"unknown layer 'blocks\.9\.attn'.*blocks\.0\.attn"):

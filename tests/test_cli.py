@@ -58,6 +58,7 @@ def test_explain_says_when_the_history_is_too_short_to_rank_heads(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     (caveat,) = summary["ranking_caveats"]
     assert "history (20 samples)" in caveat and f"attnviz explain: note: {caveat}" in proc.stderr
+    assert "RankingCaveatWarning" not in proc.stderr  # said once, as a note, not again as a warning
 
 
 def test_explain_from_csv_with_explicit_heads(tmp_path):
