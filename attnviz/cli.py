@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -102,12 +103,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out = ensure_writable(args.out)
     heads = parse_heads(args.heads)
     series, label = load_series(args)
-    import warnings
-
     from .analysis import MultiHeadAttentionRollout
     from .experiments import model_label, ranked_heads_json
-    from .ranking import RankingCaveatWarning
     from .plotting import Plotter
+    from .ranking import RankingCaveatWarning
     from .validation import as_series
 
     try:
@@ -118,9 +117,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     res = MultiHeadAttentionRollout(fc).analyze(series, args.horizon)
     with warnings.catch_warnings():  # the caveats are printed below as one-line notes
         warnings.simplefilter("ignore", RankingCaveatWarning)
-        res.ranked_heads
+        ranked = res.ranked_heads
     if heads == "auto":
-        chosen = [(h.layer, int(h.head)) for h in res.ranked_heads[: args.top_k]]
+        chosen = [(h.layer, int(h.head)) for h in ranked[: args.top_k]]
     else:
         chosen = []
         for layer, head in heads:
@@ -153,7 +152,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=1) + "\n")
     for caveat in res.series_periodicity.caveats():
         print(f"attnviz explain: note: {caveat.detail}", file=sys.stderr)
-    top = res.ranked_heads[0]
+    top = ranked[0]
     print(f"top head: {top.layer} head {top.head} (score {top.score:.3f}, period {top.period_samples:.1f} samples)")
     print(f"wrote {len(files)} figures and {out / 'summary.json'}")
     return 0
