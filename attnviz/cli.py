@@ -118,6 +118,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # the caveats are printed below as one-line notes
         warnings.simplefilter("ignore", RankingCaveatWarning)
         ranked = res.ranked_heads
+    notes = [caveat.detail for caveat in res.series_periodicity.caveats()]
     if heads == "auto":
         chosen = [(h.layer, int(h.head)) for h in ranked[: args.top_k]]
     else:
@@ -137,7 +138,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "horizon": args.horizon,
         "model": model_label(fc),
         "grid": res.grid.to_dict(),
-        "ranking_caveats": [c.detail for c in res.series_periodicity.caveats()],
+        "ranking_caveats": notes,
         "ranked_heads": ranked_heads_json(res),
         "selected_heads": [
             {"layer": layer, "head": head, "peaks_samples": est.peaks_samples.tolist(),
@@ -150,8 +151,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from .jsonutil import to_jsonable
 
     (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=1) + "\n")
-    for caveat in res.series_periodicity.caveats():
-        print(f"attnviz explain: note: {caveat.detail}", file=sys.stderr)
+    for note in notes:
+        print(f"attnviz explain: note: {note}", file=sys.stderr)
     top = ranked[0]
     print(f"top head: {top.layer} head {top.head} (score {top.score:.3f}, period {top.period_samples:.1f} samples)")
     print(f"wrote {len(files)} figures and {out / 'summary.json'}")
