@@ -305,3 +305,25 @@ def test_a_value_error_inside_a_training_step_keeps_its_traceback(tmp_path, monk
     monkeypatch.setattr(trainer, "emd_loss", broken)
     with pytest.raises(ValueError, match="bug inside a step"):
         main(["--out", str(tmp_path / "r"), "--steps", "1", "--eval-every", "100"])
+
+
+def test_export_only_checks_a_requested_depth_before_writing(tmp_path, capsys):
+    """--export-only writes the checkpoint's model; a --depth that contradicts it is an error, not ignored."""
+    from attnviz.training.cli import main
+
+    run = tmp_path / "run"
+    train(TrainConfig(out_dir=str(run), steps=1, batch_size=2, warmup=1, model=TINY, eval_every=100,
+                      eval_cases=1, seed=3), log=lambda *_: None)
+    out = tmp_path / "model.safetensors"
+    for flags, stack in ((["--depth", "4"], "1 encoder blocks, not the 4"),
+                         (["--decoder-depth", "2"], "1 decoder blocks, not the 2")):
+        with pytest.raises(SystemExit) as err:
+            main(["--out", str(run), "--export-only", "--export", str(out), *flags])
+        assert str(err.value).startswith(f"attnviz train: export: {run / 'checkpoint.pt'} holds {stack}")
+        assert flags[0] in str(err.value) and "\n" not in str(err.value)
+        assert not out.exists()
+    capsys.readouterr()
+    assert main(["--out", str(run), "--export-only", "--export", str(out), "--depth", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "exporting step 1: ViTime h=32" in printed and "encoder 32d x 1 blocks" in printed
+    assert ViTimeForecaster.from_checkpoint(out).config.enc_depth == 1

@@ -67,12 +67,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--max-difficulty", type=unit_float, default=TrainConfig.max_difficulty,
         help="the curriculum stops here",
     )
+    # None = not given: --export-only must tell a requested depth from the default one
     parser.add_argument(
-        "--depth", type=positive_int, default=DEFAULT_MODEL["depth"],
-        help="encoder blocks (more than --init-from's: its blocks are spread out, new ones start as identities)",
+        "--depth", type=positive_int, default=None,
+        help="encoder blocks (default %d; more than --init-from's: its blocks are spread out, new ones "
+        "start as identities)" % DEFAULT_MODEL["depth"],
     )
     parser.add_argument(
-        "--decoder-depth", type=positive_int, default=DEFAULT_MODEL["decoder_depth"], help="decoder blocks (as --depth)"
+        "--decoder-depth", type=positive_int, default=None,
+        help="decoder blocks (default %d; as --depth)" % DEFAULT_MODEL["decoder_depth"],
     )
     parser.add_argument("--threads", type=positive_int, default=TrainConfig.threads, help="torch CPU threads")
     parser.add_argument(
@@ -81,7 +84,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "(a PATH without those suffixes: a folder with model.safetensors + config.json)",
     )
     parser.add_argument(
-        "--export-only", action="store_true", help="only export OUT/checkpoint.pt to --export"
+        "--export-only", action="store_true",
+        help="only export OUT/checkpoint.pt to --export (its model as trained; --depth, if given, must match)",
     )
     return parser
 
@@ -109,7 +113,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         easy_fraction=args.easy_fraction,
         other_family_fraction=args.other_fraction,
         easy_period_cols=tuple(args.easy_period_cols),
-        model={**DEFAULT_MODEL, "depth": args.depth, "decoder_depth": args.decoder_depth},
+        model={
+            **DEFAULT_MODEL,
+            "depth": args.depth or DEFAULT_MODEL["depth"],
+            "decoder_depth": args.decoder_depth or DEFAULT_MODEL["decoder_depth"],
+        },
     )
 
 
@@ -134,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.export_only:
             ckpt = train(cfg, resume=args.resume)
         if args.export:
-            weights, config = export_checkpoint(ckpt, args.export)
+            # a depth given with --export-only is a claim about the checkpoint, checked before writing
+            depths = (args.depth, args.decoder_depth) if args.export_only else (None, None)
+            weights, config = export_checkpoint(ckpt, args.export, expected_depths=depths, log=print)
             print(f"exported {weights} and {config}")
     except TrainingInputError as err:
         raise SystemExit(f"attnviz train: {err}") from None

@@ -20,7 +20,7 @@ import time
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -354,10 +354,29 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     return ckpt_path
 
 
-def export_checkpoint(ckpt_path: str | Path, destination: str | Path) -> tuple[Path, Path]:
-    """Write a training checkpoint's weights as the native safetensors + JSON format."""
+def export_checkpoint(
+    ckpt_path: str | Path,
+    destination: str | Path,
+    expected_depths: tuple[int | None, int | None] = (None, None),
+    log: Callable[[str], None] | None = None,
+) -> tuple[Path, Path]:
+    """Write a training checkpoint's weights as the native safetensors + JSON format.
+
+    ``expected_depths`` (encoder, decoder; None = any) are checked before anything is written,
+    so a depth asked for on the command line never silently exports a different model.
+    """
     state = load_training_checkpoint(ckpt_path, "export")
     config = checkpoint_config(state, ckpt_path, "export")
+    actual = (config.enc_depth, config.dec_depth)
+    stacks = (("--depth", "encoder"), ("--decoder-depth", "decoder"))
+    for (flag, stack), want, have in zip(stacks, expected_depths, actual):
+        if want is not None and want != have:
+            raise TrainingInputError(
+                f"export: {ckpt_path} holds {have} {stack} blocks, not the {want} asked "
+                f"for with {flag} (the export writes the checkpoint's model as trained; drop {flag})"
+            )
+    if log is not None:
+        log(f"exporting step {state['step']}: {config.describe()}")
     model = ViTimeMAE(config)
     model.load_state_dict(state["model"])
     fc = ViTimeForecaster(model)
