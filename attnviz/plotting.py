@@ -40,6 +40,7 @@ import matplotlib as mpl
 import numpy as np
 import seaborn as sns
 from matplotlib import colors as mcolors
+from matplotlib import patheffects
 from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
@@ -663,6 +664,8 @@ class Plotter:
                         va="bottom",
                         fontsize="x-small",
                         color=pal[3],
+                        # a white halo keeps a label legible where it crosses the curve or a period line
+                        path_effects=[patheffects.withStroke(linewidth=2.5, foreground="white")],
                     )
                     text.set_gid("peak_label")
                     texts.append(text)

@@ -353,6 +353,21 @@ def test_the_shortest_lag_peak_is_labelled_even_when_it_is_among_the_lowest(plot
     _assert_disjoint(boxes)
 
 
+def test_peak_labels_have_a_white_halo_so_they_stay_legible_over_the_curve(plotter):
+    """Labels of close peaks may sit across the curve's line (the 734 beside the 700 peak):
+    a white stroke behind the text keeps them readable."""
+    from matplotlib import patheffects
+
+    lags = np.arange(1, 77) * 16.0
+    fig = plotter.head_figure(np.eye(77), grid_seed(), lags, np.cos(lags / 10.0), peaks_samples=[62.8, 125.6])
+    shown, _ = _shown_peak_labels(fig, axes_with_gid(fig, "lag_axes"))
+    assert shown
+    for text in shown:
+        (halo,) = text.get_path_effects()
+        assert isinstance(halo, patheffects.withStroke)
+        assert halo._gc["foreground"] == "white" and halo._gc["linewidth"] > 1
+
+
 def test_label_order_highest_first_then_the_shortest_lag():
     from attnviz.plotting import _label_candidates
 
