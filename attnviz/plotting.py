@@ -666,6 +666,7 @@ class Plotter:
                         color=pal[3],
                         # a white halo keeps a label legible where it crosses the curve or a period line
                         path_effects=[patheffects.withStroke(linewidth=2.5, foreground="white")],
+                        zorder=6,  # above the peak markers (5): a staircase of peaks puts one under a label
                     )
                     text.set_gid("peak_label")
                     texts.append(text)

@@ -366,6 +366,7 @@ def test_peak_labels_have_a_white_halo_so_they_stay_legible_over_the_curve(plott
         (halo,) = text.get_path_effects()
         assert isinstance(halo, patheffects.withStroke)
         assert halo._gc["foreground"] == "white" and halo._gc["linewidth"] > 1
+        assert text.get_zorder() > find_gid(text.axes, "peaks")[0].get_zorder()  # not under a marker
 
 
 def test_label_order_highest_first_then_the_shortest_lag():
