@@ -315,8 +315,8 @@ def test_export_only_checks_a_requested_depth_before_writing(tmp_path, capsys):
     train(TrainConfig(out_dir=str(run), steps=1, batch_size=2, warmup=1, model=TINY, eval_every=100,
                       eval_cases=1, seed=3), log=lambda *_: None)
     out = tmp_path / "model.safetensors"
-    for flags, stack in ((["--depth", "4"], "1 encoder blocks, not the 4"),
-                         (["--decoder-depth", "2"], "1 decoder blocks, not the 2")):
+    for flags, stack in ((["--depth", "4"], "1 encoder block, not the 4"),
+                         (["--decoder-depth", "2"], "1 decoder block, not the 2")):
         with pytest.raises(SystemExit) as err:
             main(["--out", str(run), "--export-only", "--export", str(out), *flags])
         assert str(err.value).startswith(f"attnviz train: export: {run / 'checkpoint.pt'} holds {stack}")

@@ -372,7 +372,7 @@ def export_checkpoint(
     for (flag, stack), want, have in zip(stacks, expected_depths, actual):
         if want is not None and want != have:
             raise TrainingInputError(
-                f"export: {ckpt_path} holds {have} {stack} blocks, not the {want} asked "
+                f"export: {ckpt_path} holds {have} {stack} block{'' if have == 1 else 's'}, not the {want} asked "
                 f"for with {flag} (the export writes the checkpoint's model as trained; drop {flag})"
             )
     if log is not None:
