@@ -120,10 +120,15 @@ class AnalysisResult:
             return names.index(layer)
         raise ValueError(f"unknown layer {layer!r}; captured layers are {names}")
 
-    def heads_of(self, layer: str | int) -> int:
-        return int(self.num_heads[self.layer_names[self.layer_index(layer)]])
+    def layer_name(self, layer: str | int) -> str:
+        """Name of ``layer`` (a name or an int index); the one layer lookup every caller uses."""
+        return self.layer_names[self.layer_index(layer)]
 
-    def _index(self, layer: str | int, head: int) -> tuple[int, int]:
+    def heads_of(self, layer: str | int) -> int:
+        return int(self.num_heads[self.layer_name(layer)])
+
+    def head_index(self, layer: str | int, head: int) -> tuple[int, int]:
+        """(layer index, head) after checking both exist; errors name the layer's head range."""
         li = self.layer_index(layer)
         name = self.layer_names[li]
         n = int(self.num_heads[name])
@@ -135,7 +140,7 @@ class AnalysisResult:
 
     def time_map(self, layer: str | int, head: int) -> np.ndarray:
         """(cols, cols) time map of one head."""
-        li, h = self._index(layer, head)
+        li, h = self.head_index(layer, head)
         return self.time_maps[li, h]
 
     @property
@@ -153,7 +158,7 @@ class AnalysisResult:
         max_lag: float | None = None,
     ) -> LagCurve:
         """Lag curve of one head, lags in real samples of this call (see ``attnviz.lags``)."""
-        li, h = self._index(layer, head)
+        li, h = self.head_index(layer, head)
         return lag_curve(self.time_maps[li, h], self.grid, direction, region, normalize, max_lag)
 
     def lag_curves(
@@ -235,6 +240,20 @@ class AnalysisResult:
         )
 
     # ----- export ----------------------------------------------------------------------------------
+    def to_html(self, path: Any, **options: Any) -> Any:
+        """Write the offline interactive explorer of this result to ``path`` (one HTML file).
+
+        Options go to :func:`attnviz.explorer.write_html`; returns the written path."""
+        from .explorer import write_html
+
+        return write_html(self, path, **options)
+
+    def _repr_html_(self) -> str:
+        """The explorer inline in a notebook (same page as :meth:`to_html`)."""
+        from .explorer import render_html
+
+        return render_html(self)
+
     def to_dict(self, include_maps: bool = False, top: int | None = None) -> dict[str, Any]:
         """JSON-ready summary.  ``include_maps`` adds the time maps, prefix mass and forecast
         values; ``top`` limits the ranked heads listed (all by default)."""
