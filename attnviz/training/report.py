@@ -4,7 +4,12 @@
 
 A model trained in stages (a run started with ``--init-from`` another run's checkpoint) is
 drawn as one curve: give the logs in order, each optionally cut at the step its successor
-started from (``LOG:STEP``); later stages continue the step axis and are marked.
+started from (``LOG:STEP``); later stages continue the step axis and are marked. Besides the
+figure it writes the thinned, chained log (``OUT.jsonl``, small enough to commit); given that
+one file alone, it redraws the figure from it (how ``docs/training_curve.png`` is regenerated,
+see ``docs/training.md``):
+
+    python -m attnviz.training.report docs/training_curve.jsonl docs/training_curve.png
 """
 from __future__ import annotations
 
@@ -54,8 +59,24 @@ def chain_logs(specs: list[str]) -> tuple[list[dict[str, Any]], list[int]]:
 
 
 def thin_log(rows: list[dict[str, Any]], every: int = 50) -> list[dict[str, Any]]:
-    """Every ``every``-th step plus every evaluation (small enough to commit)."""
-    return [r for r in rows if r["step"] % every == 0 or "eval" in r or r is rows[-1]]
+    """Every ``every``-th step plus every evaluation and each stage's last record (small enough
+    to commit; the stage boundaries stay exact)."""
+    last = {r.get("stage", 0): r["step"] for r in rows}
+    return [r for r in rows if r["step"] % every == 0 or "eval" in r or r["step"] == last[r.get("stage", 0)]]
+
+
+def read_chained_log(path: str | Path) -> tuple[list[dict[str, Any]], list[int]] | None:
+    """A log written by this module (records carry ``stage``): its records and stage starts.
+
+    ``None`` for a run's own ``log.jsonl``. A stage starts where the previous one ends.
+    """
+    rows = read_log(path)
+    if "stage" not in rows[0]:
+        return None
+    ends: dict[int, int] = {}
+    for r in rows:
+        ends[r["stage"]] = r["step"]
+    return rows, [ends[s] for s in sorted(ends)[:-1]]
 
 
 def _step_label(step: float, _pos: object = None) -> str:
@@ -85,8 +106,12 @@ def plot_training_curve(
         emd = np.array([r["future_emd"] for r in rows], dtype=float)
         window = max(1, len(rows) // 150)
         smooth = np.convolve(emd, np.ones(window) / window, mode="valid")
-        ax_loss.plot(steps, emd, color="0.8", lw=0.6, label="future EMD (per step)")
-        ax_loss.plot(steps[window - 1:], smooth, color=plotter.palette[0], lw=1.6, label=f"running mean ({window})")
+        # A thinned log (docs/training_curve.jsonl) holds every 50th step: say so in the legend.
+        stride = int(np.median(np.diff(steps))) if len(steps) > 1 else 1
+        every = "per step" if stride <= 1 else f"every {stride} steps"
+        ax_loss.plot(steps, emd, color="0.8", lw=0.6, label=f"future EMD ({every})")
+        ax_loss.plot(steps[window - 1:], smooth, color=plotter.palette[0], lw=1.6,
+                     label=f"running mean ({window * max(stride, 1)} steps)")
         ax_loss.set_xlabel("step")
         ax_loss.set_ylabel("EMD on future columns (value bins)")
         ax_d = ax_loss.twinx()
@@ -141,8 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) < 2:
         print("usage: python -m attnviz.training.report LOG.jsonl[:STEP] [LOG.jsonl ...] OUT.png", file=sys.stderr)
         return 2
-    rows, starts = chain_logs(args[:-1])
     out = args[-1]
+    chained = read_chained_log(args[0]) if len(args) == 2 and Path(args[0]).exists() else None
+    if chained is not None:  # the committed, already thinned log: redraw the figure only
+        plot_training_curve(chained[0], out, stage_starts=chained[1])
+        print(f"wrote {out}")
+        return 0
+    rows, starts = chain_logs(args[:-1])
     plot_training_curve(rows, out, stage_starts=starts)
     thin = Path(out).with_suffix(".jsonl")
     thin.write_text("".join(json.dumps(r) + "\n" for r in thin_log(rows)))
