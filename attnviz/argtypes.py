@@ -23,6 +23,10 @@ def positive_int(text: str) -> int:
     return _checked(text, int, lambda v: v > 0, "a positive integer")
 
 
+def non_negative_int(text: str) -> int:
+    return _checked(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
 def positive_float(text: str) -> float:
     return _checked(text, float, lambda v: v > 0 and math.isfinite(v), "a positive finite number")
 
