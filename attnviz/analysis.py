@@ -345,14 +345,37 @@ class MultiHeadAttentionRollout:
         rollout=True also computes the attention rollout over the captured layers in model
         order with ``head_fusion`` ('mean'/'max'/'min') and ``discard_ratio`` in [0, 1).
         """
-        x = as_series(series)
+        return self.analyze_many(
+            [series], horizon, rollout=rollout, head_fusion=head_fusion,
+            discard_ratio=discard_ratio, chunk_size=chunk_size, decode=decode,
+        )[0]
+
+    def analyze_many(
+        self,
+        series_list: Sequence[Any],
+        horizon: Any,
+        *,
+        rollout: bool = False,
+        head_fusion: str = "mean",
+        discard_ratio: float = 0.0,
+        chunk_size: int | None = None,
+        decode: str = "max",
+    ) -> list[AnalysisResult]:
+        """Several series of one length in ONE batched forward under one capture: the same
+        results as one ``analyze`` call each, at the cost of a batch (datasets build on this)."""
+        xs = [as_series(s, name=f"series {i}" if len(series_list) > 1 else "series") for i, s in enumerate(series_list)]
+        if not xs:
+            raise ValueError("analyze_many needs at least one series")
+        lengths = sorted({len(x) for x in xs})
+        if len(lengths) > 1:
+            raise ValueError(f"analyze_many needs series of one length (one token grid), got lengths {lengths}; group them by length")
         h = as_horizon(horizon)
         check_fusion(head_fusion)
         if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, numbers.Real) or not (
             0.0 <= float(discard_ratio) < 1.0
         ):
             raise ValueError(f"discard_ratio must be a number in [0, 1), got {discard_ratio!r}")
-        grid = self.forecaster.grid(len(x), h)
+        grid = self.forecaster.grid(len(xs[0]), h)
         with self.capturer.capture(
             keep_full=False,
             grid=grid,
@@ -361,11 +384,11 @@ class MultiHeadAttentionRollout:
             chunk_size=chunk_size,
             time_convention=self.time_convention,
         ) as cap:
-            if decode == "max":
-                forecast = self.forecaster.predict(x, h)
+            if len(xs) == 1:  # the plain predict path, exactly as a user calls it
+                forecasts = [self.forecaster.predict(xs[0], h) if decode == "max" else self.forecaster.predict(xs[0], h, decode=decode)]
             else:
-                forecast = self.forecaster.predict(x, h, decode=decode)
-        grid = getattr(forecast, "grid", None) or grid
+                forecasts = self.forecaster.predict_many(xs, h, decode=decode)
+        grid = getattr(forecasts[0], "grid", None) or grid
         names = self.layer_names
         time_maps = dict(getattr(cap, "time_maps", {}) or {})
         prefix = dict(getattr(cap, "prefix_mass", {}) or {})
@@ -375,8 +398,39 @@ class MultiHeadAttentionRollout:
                 f"the capture returned no time maps for layers {missing} (got {sorted(time_maps)}); "
                 f"did the forecaster run these layers?"
             )
-        per_layer = [to_numpy(time_maps[n])[0].astype(np.float64) for n in names]
-        per_prefix = [to_numpy(prefix[n])[0].astype(np.float64) for n in names]
+        all_maps = {n: to_numpy(time_maps[n]).astype(np.float64) for n in names}
+        all_prefix = {n: to_numpy(prefix[n]).astype(np.float64) for n in names}
+        tokens = dict(getattr(cap, "token_maps", {}) or {}) if rollout else {}
+        if rollout:
+            absent = [n for n in names if n not in tokens]
+            if absent:
+                raise RuntimeError(f"the capture returned no head-fused token maps for {absent}")
+        return [
+            self._result(
+                b, x, forecast, grid, all_maps, all_prefix, tokens, rollout, head_fusion, float(discard_ratio),
+                dict(getattr(cap, "strategies", {}) or {}),
+            )
+            for b, (x, forecast) in enumerate(zip(xs, forecasts))
+        ]
+
+    def _result(
+        self,
+        b: int,
+        x: np.ndarray,
+        forecast: Any,
+        grid: TokenGrid,
+        all_maps: dict[str, np.ndarray],
+        all_prefix: dict[str, np.ndarray],
+        tokens: dict[str, Any],
+        rollout: bool,
+        head_fusion: str,
+        discard_ratio: float,
+        strategies: dict[str, str],
+    ) -> AnalysisResult:
+        """The AnalysisResult of batch element ``b`` (layers stacked, narrower layers NaN-padded)."""
+        names = self.layer_names
+        per_layer = [all_maps[n][b] for n in names]
+        per_prefix = [all_prefix[n][b] for n in names]
         c = grid.cols
         for n, t in zip(names, per_layer):
             if t.ndim != 3 or t.shape[-2:] != (c, c):
@@ -393,14 +447,8 @@ class MultiHeadAttentionRollout:
             stacked_prefix[i, : p.shape[0]] = p
         roll = None
         if rollout:
-            tokens = dict(getattr(cap, "token_maps", {}) or {})
-            absent = [n for n in names if n not in tokens]
-            if absent:
-                raise RuntimeError(f"the capture returned no head-fused token maps for {absent}")
-            fused = [tokens[n][0] for n in names]
-            roll = rollout_result(
-                fused, grid, names, head_fusion, float(discard_ratio), self.time_convention
-            )
+            fused = [tokens[n][b] for n in names]
+            roll = rollout_result(fused, grid, names, head_fusion, discard_ratio, self.time_convention)
         return AnalysisResult(
             layer_names=list(names),
             time_maps=stacked,
@@ -411,5 +459,5 @@ class MultiHeadAttentionRollout:
             series=x,
             time_convention=self.time_convention,
             rollout=roll,
-            strategies=dict(getattr(cap, "strategies", {}) or {}),
+            strategies=strategies,
         )
