@@ -1,0 +1,258 @@
+"""An AnalysisResult -> the explorer page's data: checked, then packed into typed arrays.
+
+Everything the page draws is computed here, by the same calls a Python user makes
+(``res.lag_curve``, ``res.periods``, ``res.ranked_heads``), so the page can never disagree with
+``summary.json`` or the static figures.  Nothing non-finite gets through: a NaN or an infinity in
+a real head's time map, in the series, the forecast or the truth is an error naming where it is
+(NaN *padding* of layers with fewer heads than the widest is not a head and is never sent).
+
+Array encoding (little-endian, base64):
+
+* ``maps``: every real head's (cols, cols) time map, quantised per head to uint16 over its own
+  [min, max] (``map_lo``, ``map_hi``): value = lo + q * (hi - lo) / 65535, so the error is at most
+  (hi - lo) / 131070 -- far below what a colour scale can show, and small enough for the lag
+  profile of one query column drawn from the same numbers.
+* ``curves``: the lag curve of every real head, float32, lags k * samples_per_col, k = 1..cols-1.
+* ``history``, ``forecast``, ``truth``: float64 (a few thousand values at most).
+"""
+from __future__ import annotations
+
+import base64
+import math
+import numbers
+import warnings
+from typing import Any, Iterable
+
+import numpy as np
+
+__all__ = ["build_payload", "check_result"]
+
+QUANT_LEVELS = 65535
+
+
+def _b64(array: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii")
+
+
+def _finite_or_none(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _vector(values: Any, what: str) -> np.ndarray:
+    """A finite 1-D float64 array, or a ValueError naming ``what`` and the first bad index."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a 1-D array of numbers, got {type(values).__name__}") from None
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be 1-D, got shape {arr.shape}")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise ValueError(
+            f"{what} holds {int(bad.sum())} NaN/infinite value(s) (first at index {first}: "
+            f"{arr[first]}); the explorer refuses non-finite values instead of drawing them as gaps"
+        )
+    return arr
+
+
+def check_result(res: Any) -> None:
+    """Refuse a result the page cannot show: no maps at all, or non-finite values in a real head."""
+    names = list(getattr(res, "layer_names", []) or [])
+    maps = np.asarray(getattr(res, "time_maps", np.zeros((0, 0, 0, 0))))
+    heads = [int(res.heads_of(i)) for i in range(len(names))]
+    if not names or maps.size == 0 or sum(heads) == 0:
+        raise ValueError(
+            f"this AnalysisResult holds no attention maps ({len(names)} layer(s), time_maps of shape "
+            f"{maps.shape}); capture at least one attention layer before making an explorer"
+        )
+    if maps.ndim != 4 or maps.shape[0] != len(names) or maps.shape[1] < max(heads):
+        raise ValueError(
+            f"time_maps of shape {maps.shape} does not hold {len(names)} layers of up to "
+            f"{max(heads)} heads"
+        )
+    for li, (name, n) in enumerate(zip(names, heads)):
+        block = maps[li, :n]
+        bad = ~np.isfinite(block)
+        if bad.any():
+            h = int(np.argmax(bad.reshape(n, -1).any(axis=1)))
+            raise ValueError(
+                f"time map of {name} (layer {li}) head {h} holds {int(bad[h].sum())} NaN/infinite "
+                f"value(s); the explorer refuses non-finite attention instead of drawing it as gaps"
+            )
+
+
+def _forecast_values(res: Any) -> np.ndarray | None:
+    fobj = getattr(res, "forecast", None)
+    if fobj is None:
+        return None
+    fc = getattr(fobj, "forecast", None)
+    if fc is None:  # a bare array, or an object with only the full reconstruction
+        full = np.asarray(getattr(fobj, "full", fobj), dtype=np.float64)
+        fc = full[len(res.series):] if full.ndim == 1 and len(full) > len(res.series) else full
+    return _vector(fc, "the forecast")
+
+
+def _reference_periods(periods: Any) -> list[float]:
+    if periods is None:
+        return []
+    if isinstance(periods, numbers.Real) and not isinstance(periods, (bool, np.bool_)):
+        periods = [periods]
+    if isinstance(periods, (str, bytes)) or not isinstance(periods, Iterable):
+        raise ValueError(f"reference_periods must be numbers of samples, got {periods!r}")
+    out = []
+    for p in periods:
+        if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real) or not (
+            math.isfinite(float(p)) and float(p) > 0
+        ):
+            raise ValueError(f"reference_periods must be finite positive numbers of samples, got {p!r}")
+        out.append(float(p))
+    return out
+
+
+def _selected(res: Any, selected: Any, ranked: list) -> tuple[int, int]:
+    if selected is None:
+        if ranked:
+            return res.head_index(ranked[0].layer, int(ranked[0].head))
+        return res.head_index(0, 0)
+    if isinstance(selected, (str, bytes)) or not isinstance(selected, Iterable) or len(tuple(selected)) != 2:
+        raise ValueError(f"selected must be a (layer, head) pair, got {selected!r}")
+    layer, head = tuple(selected)
+    return res.head_index(layer, head)
+
+
+def _colormap_lut(name: str = "rocket") -> str:
+    """256 RGB entries of the colour map the static figures use (seaborn's 'rocket')."""
+    import seaborn as sns
+
+    cmap = sns.color_palette(name, as_cmap=True)
+    rgb = np.round(np.asarray(cmap(np.linspace(0.0, 1.0, 256)))[:, :3] * 255).astype(np.uint8)
+    return base64.b64encode(rgb.tobytes()).decode("ascii")
+
+
+def build_payload(
+    res: Any,
+    *,
+    title: str | None = None,
+    reference_periods: Any = (),
+    truth: Any = None,
+    selected: Any = None,
+) -> dict[str, Any]:
+    """Everything the page needs, as a JSON-ready dict (arrays as base64; see the module doc)."""
+    check_result(res)
+    if title is not None and not isinstance(title, str):
+        raise ValueError(f"title must be a string, got {type(title).__name__}")
+    names = list(res.layer_names)
+    heads = [int(res.heads_of(i)) for i in range(len(names))]
+    grid = res.grid
+    cols = int(grid.cols)
+    spc = float(grid.samples_per_col)
+
+    history = _vector(res.series, "the series (history)")
+    forecast = _forecast_values(res)
+    actual = None
+    if truth is not None:
+        actual = _vector(truth, "truth")
+        expected = len(forecast) if forecast is not None else int(grid.horizon)
+        if actual.size != expected:
+            raise ValueError(
+                f"truth must have as many values as the forecast ({expected}), got {actual.size}"
+            )
+    references = _reference_periods(reference_periods)
+
+    from ..ranking import RankingCaveatWarning
+
+    with warnings.catch_warnings():  # the caveats are shown in the page instead
+        warnings.simplefilter("ignore", RankingCaveatWarning)
+        ranked = list(res.ranked_heads)
+    caveats = [c.short for c in res.series_periodicity.caveats()]
+    sel = _selected(res, selected, ranked)
+
+    maps = np.asarray(res.time_maps, dtype=np.float64)
+    quant, lo_all, hi_all, curves, periods = [], [], [], [], []
+    lags = None
+    for li, n in enumerate(heads):
+        for h in range(n):
+            m = maps[li, h]
+            lo, hi = float(m.min()), float(m.max())
+            scale = (hi - lo) / QUANT_LEVELS if hi > lo else 1.0
+            quant.append(np.round((m - lo) / scale).astype("<u2"))
+            lo_all.append(lo)
+            hi_all.append(hi)
+            curve = res.lag_curve(li, h)
+            lags = curve.lags
+            values = np.asarray(curve.values, dtype=np.float64)
+            curves.append(values)
+            est = res.periods(li, h)
+            peaks = [float(p) for p in est.peaks_samples]
+            periods.append(
+                {
+                    "peaks": peaks,
+                    "labels": [f"{p:.1f}" for p in peaks],
+                    "harmonics": [int(k) for k in est.harmonics],
+                    "fundamental": _finite_or_none(est.fundamental_samples),
+                    "fundamental_label": (
+                        f"{est.fundamental_samples:.1f}" if est.found else None
+                    ),
+                }
+            )
+    curve_arr = np.asarray(curves, dtype=np.float64)
+    # a finite map gives a finite curve except where a lag has no query; send those as NaN-free
+    # zeros flagged in `curve_valid` (the page draws no point there)
+    curve_valid = np.isfinite(curve_arr).all(axis=0)
+
+    from ..ranking import reliable_lags
+
+    reliable = np.asarray(reliable_lags(grid), dtype=bool)
+    ranking = []
+    for rank, s in enumerate(ranked, start=1):
+        li, h = res.head_index(s.layer, int(s.head))
+        ranking.append(
+            {
+                "rank": rank,
+                "layer": li,
+                "head": h,
+                "score": _finite_or_none(s.score),
+                "period": _finite_or_none(s.period_samples),
+                "agreement": _finite_or_none(s.agreement),
+                "consistency": _finite_or_none(s.consistency),
+                "clarity": _finite_or_none(s.clarity),
+            }
+        )
+    return {
+        "title": title,
+        "layers": names,
+        "heads": heads,
+        "grid": {
+            "cols": cols,
+            "samples_per_col": spc,
+            "history_boundary": float(grid.history_boundary),
+            "history_cols": int(grid.history_cols),
+            "history_length": int(len(history)),
+            "horizon": int(grid.horizon),
+            "rows": int(grid.rows),
+        },
+        "time_convention": str(getattr(res, "time_convention", "sum")),
+        "maps": _b64(np.concatenate([q.ravel() for q in quant]), "<u2"),
+        "map_lo": lo_all,
+        "map_hi": hi_all,
+        "lags": [float(x) for x in lags],
+        "curves": _b64(np.nan_to_num(curve_arr, nan=0.0).ravel(), "<f4"),
+        "curve_valid": [bool(v) for v in curve_valid],
+        "reliable": [bool(v) for v in reliable],
+        "periods": periods,
+        "ranking": ranking,
+        "caveats": caveats,
+        "history": _b64(history, "<f8"),
+        "forecast": None if forecast is None else _b64(forecast, "<f8"),
+        "truth": None if actual is None else _b64(actual, "<f8"),
+        "reference_periods": references,
+        "selected": [int(sel[0]), int(sel[1])],
+        "cmap": _colormap_lut(),
+    }
