@@ -28,6 +28,7 @@ from .grid import TokenGrid
 from .jsonutil import to_jsonable
 from .lags import (
     LagCurve,
+    LagCurvesMixin,
     check_convention,
     lag_curve,
     lag_curves,
@@ -68,7 +69,7 @@ __all__ = [
 
 
 @dataclass(frozen=True, eq=False)
-class AnalysisResult:
+class AnalysisResult(LagCurvesMixin):
     """Everything one ``analyze`` call saw.  See the module doc.
 
     layer_names: captured layers in model order.  time_maps: (layers, heads, cols, cols).
@@ -161,15 +162,9 @@ class AnalysisResult:
         li, h = self.head_index(layer, head)
         return lag_curve(self.time_maps[li, h], self.grid, direction, region, normalize, max_lag)
 
-    def lag_curves(
-        self,
-        direction: str = "past",
-        region: str = "all",
-        normalize: bool = False,
-        max_lag: float | None = None,
-    ) -> LagCurve:
-        """Lag curves of every head at once: values (layers, heads, lags)."""
-        return lag_curves(self.time_maps, self.grid, direction, region, normalize, max_lag)
+    def _lag_maps(self) -> np.ndarray:
+        """What ``lag_curves()`` reads: every head at once, values (layers, heads, lags)."""
+        return self.time_maps
 
     def periods(
         self,

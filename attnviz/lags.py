@@ -14,9 +14,9 @@ Two steps, both pure numpy so that tests and ``keep_full`` paths can use them di
     the query tokens of that column.  Each row then sums to ``1 - prefix_mass[q]``.  ``"mean"``
     averages over both row sets (``T_mean = T_sum / rows``).
 
-``lag_curve``
-    The mean of the k-th sub-diagonal of a time map, k = 1 .. cols - 1, with lags reported in real
-    samples of *this* call (``k * grid.samples_per_col``).
+``lag_curve`` (also named ``lag_curves``)
+    The mean of the k-th sub-diagonal of a time map (or of each map of a stack), k = 1 .. cols - 1,
+    with lags reported in real samples of *this* call (``k * grid.samples_per_col``).
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .grid import TokenGrid
+from .reducers import TIME_CONVENTIONS
 
-TIME_CONVENTIONS = ("sum", "mean")
 DIRECTIONS = ("past", "future")
 REGIONS = ("all", "history", "forecast")
 
@@ -54,6 +54,7 @@ def to_numpy(array: Any) -> np.ndarray:
 
 
 def check_convention(convention: str) -> str:
+    """``convention`` if it is one of ``TIME_CONVENTIONS``, else a ValueError naming them."""
     if convention not in TIME_CONVENTIONS:
         raise ValueError(
             f"time convention must be one of {TIME_CONVENTIONS}, got {convention!r}"
@@ -134,16 +135,6 @@ def max_lag_cols(grid: TokenGrid, max_lag: float | None) -> int:
     return k
 
 
-def _check_time_map(time_map: Any, grid: TokenGrid) -> np.ndarray:
-    t = to_numpy(time_map).astype(np.float64, copy=False)
-    if t.shape != (grid.cols, grid.cols):
-        raise ValueError(
-            f"time map has shape {t.shape} but this grid has {grid.cols} columns; expected "
-            f"({grid.cols}, {grid.cols})"
-        )
-    return t
-
-
 def _diagonal_means(
     t: np.ndarray, grid: TokenGrid, direction: str, region: str, normalize: bool, kmax: int
 ) -> np.ndarray:
@@ -181,7 +172,8 @@ def lag_curve(
     normalize: bool = False,
     max_lag: float | None = None,
 ) -> LagCurve:
-    """Mean attention on each diagonal of a (cols, cols) time map.
+    """Mean attention on each diagonal of a (cols, cols) time map, or of each map of a stack
+    (..., cols, cols): values have shape (K,) or (..., K).
 
     direction='past': values[k-1] = mean over queries q of T[q, q - k] (keys earlier than the
     query); 'future': T[q, q + k].  region picks the query columns ('history': q < history_cols,
@@ -193,24 +185,38 @@ def lag_curve(
 
     max_lag (samples) truncates the curve; beyond the grid raises ValueError.
     """
-    return lag_curves(_check_time_map(time_map, grid), grid, direction, region, normalize, max_lag)
-
-
-def lag_curves(
-    time_maps: Any,
-    grid: TokenGrid,
-    direction: str = "past",
-    region: str = "all",
-    normalize: bool = False,
-    max_lag: float | None = None,
-) -> LagCurve:
-    """Lag curves of a stack of time maps (..., cols, cols): values have shape (..., K)."""
-    t = to_numpy(time_maps).astype(np.float64, copy=False)
-    if t.ndim < 2 or t.shape[-2:] != (grid.cols, grid.cols):
+    t = to_numpy(time_map).astype(np.float64, copy=False)
+    c = grid.cols
+    if t.ndim < 2 or t.shape[-2:] != (c, c):
         raise ValueError(
-            f"time maps have shape {t.shape} but this grid has {grid.cols} columns; expected "
-            f"(..., {grid.cols}, {grid.cols})"
+            f"time map has shape {t.shape} but this grid has {c} columns; expected ({c}, {c}) "
+            f"or a stack (..., {c}, {c})"
         )
     kmax = max_lag_cols(grid, max_lag)
     values = _diagonal_means(t, grid, direction, region, normalize, kmax)
     return LagCurve(grid.lag_samples(np.arange(1, kmax + 1)), values)
+
+
+lag_curves = lag_curve  # the name for stacks: one function serves one map and many
+
+
+class LagCurvesMixin:
+    """``lag_curves`` for a result that holds time maps on a grid.
+
+    A subclass provides ``grid`` (its TokenGrid) and ``_lag_maps()``, its (..., cols, cols) maps.
+    """
+
+    grid: TokenGrid
+
+    def _lag_maps(self) -> Any:
+        raise NotImplementedError
+
+    def lag_curves(
+        self,
+        direction: str = "past",
+        region: str = "all",
+        normalize: bool = False,
+        max_lag: float | None = None,
+    ) -> LagCurve:
+        """Lag curves of every time map of this result at once (see ``lag_curve``)."""
+        return lag_curve(self._lag_maps(), self.grid, direction, region, normalize, max_lag)

@@ -24,18 +24,18 @@ import torch
 
 from .grid import TokenGrid
 from .lags import (
-    LagCurve,
+    LagCurvesMixin,
     check_convention,
-    lag_curve,
     prefix_mass_from_attention,
     time_maps_from_attention,
     to_numpy,
 )
-
-HEAD_FUSIONS = ("mean", "max", "min")
+from .reducers import HEAD_FUSIONS
+from .reducers import fuse_heads as fuse_head_axis
 
 
 def check_fusion(head_fusion: str) -> str:
+    """``head_fusion`` if it is one of ``HEAD_FUSIONS`` (None is not), else a ValueError."""
     if head_fusion not in HEAD_FUSIONS:
         raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
     return head_fusion
@@ -53,11 +53,7 @@ def fuse_heads(attn: Any, head_fusion: str = "mean", dtype: torch.dtype = torch.
     a = _as_tensor(attn, dtype)
     if a.dim() < 3:
         raise ValueError(f"attention must have shape (..., heads, S, S), got {tuple(a.shape)}")
-    if head_fusion == "mean":
-        return a.mean(dim=-3)
-    if head_fusion == "max":
-        return a.amax(dim=-3)
-    return a.amin(dim=-3)
+    return fuse_head_axis(a, head_fusion, dim=-3)
 
 
 def discard_lowest(a: torch.Tensor, discard_ratio: float, prefix_tokens: int = 1) -> torch.Tensor:
@@ -124,7 +120,7 @@ def attention_rollout(
 
 
 @dataclass(frozen=True)
-class RolloutResult:
+class RolloutResult(LagCurvesMixin):
     """Attention rollout of one call.
 
     token_map: (S, S) rollout over all tokens, prefix included (rows sum to 1).
@@ -141,14 +137,10 @@ class RolloutResult:
     discard_ratio: float
     time_convention: str = "sum"
 
-    def lag_curve(
-        self,
-        direction: str = "past",
-        region: str = "all",
-        normalize: bool = False,
-        max_lag: float | None = None,
-    ) -> LagCurve:
-        return lag_curve(self.time_map, self.grid, direction, region, normalize, max_lag)
+    def _lag_maps(self) -> np.ndarray:
+        return self.time_map
+
+    lag_curve = LagCurvesMixin.lag_curves  # one time map: one curve, values (K,)
 
     def to_dict(self, include_maps: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -18,6 +18,7 @@ from attnmaps import (
 from attnviz.grid import TokenGrid
 from attnviz.lags import (
     LagCurve,
+    LagCurvesMixin,
     lag_curve,
     lag_curves,
     max_lag_cols,
@@ -224,3 +225,22 @@ def test_lag_curves_of_a_stack_equal_one_curve_per_map():
             np.testing.assert_allclose(stacked.values[i, h], one.values, equal_nan=True)
     with pytest.raises(ValueError, match=r"\(\.\.\., 25, 25\)"):
         lag_curves(maps[..., :24], g)
+
+
+def test_a_result_with_time_maps_gets_lag_curves():
+    """LagCurvesMixin: a result naming its grid and maps answers lag_curves() with lag_curve's options."""
+    g = grid_300_200()
+
+    class Result(LagCurvesMixin):
+        def __init__(self, maps: np.ndarray) -> None:
+            self.grid, self.maps = g, maps
+
+        def _lag_maps(self) -> np.ndarray:
+            return self.maps
+
+    maps = np.stack([shifted_identity(g.cols, 2), shifted_identity(g.cols, 4)])
+    curves = Result(maps).lag_curves(max_lag=100)
+    np.testing.assert_allclose(curves.lags, [20, 40, 60, 80, 100])
+    np.testing.assert_array_equal(curves.values, [[0, 1, 0, 0, 0], [0, 0, 0, 1, 0]])
+    future = Result(maps).lag_curves("future", "history", True)
+    np.testing.assert_allclose(future.values, lag_curve(maps, g, "future", "history", True).values)

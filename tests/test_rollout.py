@@ -158,6 +158,7 @@ def test_rollout_result_of_a_shifted_identity_keeps_its_lag():
     np.testing.assert_allclose(res.prefix_mass, 0.0, atol=1e-15)
     curve = res.lag_curve()
     assert curve.lags[np.argmax(curve.values)] == 20.0
+    np.testing.assert_array_equal(res.lag_curves(max_lag=60).values, curve.values[:3])
     assert curve.values[0] == pytest.approx(0.5) and np.count_nonzero(curve.values) == 1
     d = res.to_dict(include_maps=True)
     assert d["layer_names"] == ["blocks.0.attn"] and d["time_map_shape"] == [g.cols, g.cols]
