@@ -1,14 +1,14 @@
-"""Plotter: data round-trips through the artists, markers sit on peaks, errors, files, no leaks.
+"""Plotter and drawers on plain arrays: data round-trips through the artists, markers sit on
+peaks, period lines only where given, errors, files, no leaks.
 
-Figures are kept tiny (low dpi, small figsize) so the whole file runs in a few seconds.
+Shared helpers (grids, synthetic maps, gid lookups) live here and are imported by the other
+``test_plotting_*`` files.  Figures are kept tiny (low dpi, small figsize).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
-from types import SimpleNamespace
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from scipy.signal import find_peaks
 
 from attnviz.grid import TokenGrid
-from attnviz.plotting import STYLE, Plotter, head_filename, outline_segments
+from attnviz.plotting import STYLE, Plotter, draw_lag_curve, draw_lag_curves, draw_time_map, outline_segments
 
 SMALL = (6.0, 2.6)
 
@@ -54,6 +54,13 @@ def past_lag_curve(time_map: np.ndarray, grid: TokenGrid) -> tuple[np.ndarray, n
     return ks * grid.samples_per_col, values
 
 
+def seed_head(period: float = 62.8):
+    """(grid, time map, lags, values) of a periodic head on the seed grid."""
+    grid = grid_seed()
+    tmap = periodic_map(grid, period)
+    return (grid, tmap, *past_lag_curve(tmap, grid))
+
+
 def curve_peaks(lags: np.ndarray, values: np.ndarray) -> np.ndarray:
     idx, _ = find_peaks(values, prominence=0.2 * np.ptp(values))
     return lags[idx]
@@ -61,6 +68,11 @@ def curve_peaks(lags: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def find_gid(container, gid):
     return [a for a in container.findobj() if a.get_gid() == gid]
+
+
+def legend_texts(ax):
+    legend = ax.get_legend()
+    return [t.get_text() for t in legend.get_texts()] if legend else []
 
 
 def axes_with_gid(fig, gid):
@@ -81,71 +93,11 @@ def plotter() -> Plotter:
     return Plotter(dpi=40)
 
 
-@dataclass
-class HeadScore:
-    layer: str
-    head: int
-    score: float
-    period_samples: float
-
-
-class FakeResult:
-    """Mimics the analysis result contract with hand-built maps (2 layers x 3 heads)."""
-
-    def __init__(self, grid: TokenGrid, periods=(62.8, 31.4, None)):
-        self.grid = grid
-        self.layer_names = ["blocks.0.attn", "decoder_blocks.3.attn"]
-        maps = []
-        for layer in range(2):
-            row = []
-            for h, per in enumerate(periods):
-                if per is None:
-                    m = np.exp(
-                        -np.abs(np.subtract.outer(np.arange(grid.cols), np.arange(grid.cols))) / 9.0
-                    )
-                    m = m / m.sum(axis=1, keepdims=True)
-                else:
-                    m = periodic_map(grid, per, decay=20 + 5 * layer, seed=layer * 10 + h)
-                row.append(m)
-            maps.append(row)
-        self.time_maps = np.array(maps)
-        self.prefix_mass = np.zeros(self.time_maps.shape[:3])
-        self.series = np.sin(np.arange(grid.history_length) / 10)
-        full = np.sin(np.arange(grid.history_length + grid.horizon) / 10)
-        self.forecast = SimpleNamespace(full=full, forecast=full[grid.history_length :])
-        self.ranked_heads = [
-            HeadScore("decoder_blocks.3.attn", 0, 0.93, 62.9),
-            HeadScore("blocks.0.attn", 0, 0.88, 63.1),
-            HeadScore("blocks.0.attn", 1, 0.61, 31.6),
-            HeadScore("decoder_blocks.3.attn", 1, 0.55, 31.2),
-            HeadScore("blocks.0.attn", 2, 0.0, float("nan")),
-        ]
-        self.calls = []
-
-    def _index(self, layer):
-        return self.layer_names.index(layer) if isinstance(layer, str) else int(layer)
-
-    def lag_curve(self, layer, head, direction="past", region="all", normalize=False):
-        self.calls.append(("lag_curve", layer, head, direction, region, normalize))
-        lags, values = past_lag_curve(self.time_maps[self._index(layer), head], self.grid)
-        return SimpleNamespace(lags=lags, values=values)
-
-    def periods(self, layer, head, direction="past", region="all"):
-        self.calls.append(("periods", layer, head, direction, region))
-        lags, values = past_lag_curve(self.time_maps[self._index(layer), head], self.grid)
-        peaks = curve_peaks(lags, values)
-        return SimpleNamespace(
-            peaks_samples=peaks, fundamental_samples=float(peaks[0]) if peaks.size else float("nan")
-        )
-
-
 # ----------------------------------------------------------------- per-head figure
 
 
 def test_head_figure_heatmap_holds_the_map(plotter):
-    grid = grid_seed()
-    tmap = periodic_map(grid, 62.8)
-    lags, values = past_lag_curve(tmap, grid)
+    grid, tmap, lags, values = seed_head()
     fig = plotter.head_figure(tmap, grid, lags, values, title="t", figsize=SMALL)
     ax = axes_with_gid(fig, "map_axes")
     assert len(ax.images) == 1
@@ -169,9 +121,7 @@ def test_head_figure_heatmap_holds_the_map(plotter):
 
 
 def test_secondary_axes_show_samples(plotter):
-    grid = grid_seed()
-    tmap = periodic_map(grid, 62.8)
-    lags, values = past_lag_curve(tmap, grid)
+    grid, tmap, lags, values = seed_head()
     fig = plotter.head_figure(tmap, grid, lags, values, figsize=SMALL)
     fig.canvas.draw()
     ax = axes_with_gid(fig, "map_axes")
@@ -194,11 +144,9 @@ def test_secondary_axes_show_samples(plotter):
 
 def test_lag_legend_sits_beside_the_panel(plotter):
     """The legend never covers the curve and peaks it explains: it sits right of the panel."""
-    grid = grid_seed()
-    tmap = periodic_map(grid, 62.8)
-    lags, values = past_lag_curve(tmap, grid)
+    grid, tmap, lags, values = seed_head()
     peaks = curve_peaks(lags, values)
-    fig = plotter.head_figure(tmap, grid, lags, values, peaks_samples=peaks, known_periods=[62.8])
+    fig = plotter.head_figure(tmap, grid, lags, values, peaks_samples=peaks, reference_periods=[62.8])
     fig.canvas.draw()
     ax = axes_with_gid(fig, "lag_axes")
     legend_box = ax.get_legend().get_window_extent()
@@ -216,9 +164,7 @@ def test_lag_legend_sits_beside_the_panel(plotter):
 
 
 def test_peak_markers_sit_on_curve_peaks(plotter):
-    grid = grid_seed()
-    tmap = periodic_map(grid, 62.8)
-    lags, values = past_lag_curve(tmap, grid)
+    grid, tmap, lags, values = seed_head()
     peaks = curve_peaks(lags, values)
     assert peaks.size >= 3 and abs(peaks[0] - 64) < 1e-9  # 62.8 samples -> 4 columns of 16
     fig = plotter.head_figure(tmap, grid, lags, values, peaks_samples=peaks, figsize=SMALL)
@@ -251,150 +197,62 @@ def test_off_grid_peaks_are_placed_on_the_curve(plotter):
     )
 
 
-def _shown_peak_labels(fig, ax):
-    """Peak labels left visible by a real draw, with their boxes in pixels."""
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    shown = [t for t in ax.texts if t.get_gid() == "peak_label" and t.get_visible()]
-    return shown, [t.get_window_extent(renderer) for t in shown]
-
-
-def _assert_disjoint(boxes):
-    for i, a in enumerate(boxes):
-        for b in boxes[i + 1:]:
-            assert not a.overlaps(b), (a, b)
-
-
-@pytest.mark.parametrize("figsize", [SMALL, (14, 5)])
-def test_peak_labels_never_overlap_but_every_peak_keeps_its_marker(plotter, figsize):
-    grid = grid_seed()
-    lags = np.arange(1, 77) * 16.0  # 16 .. 1216 samples
-    values = 1 + 0.1 * np.cos(2 * np.pi * lags / 32.0)
-    peaks = lags[1:40:2]  # 20 peaks (32, 64, ... 640), 32 samples apart: too dense for a label each
-    values[[5, 29]] = 3.0  # the two highest, at 96 and 480 samples
-    fig = plotter.head_figure(np.eye(77), grid, lags, values, peaks_samples=peaks, figsize=figsize)
-    ax = axes_with_gid(fig, "lag_axes")
-    (marks,) = find_gid(ax, "peaks")
-    assert len(marks.get_xdata()) == len(peaks)
-    shown, boxes = _shown_peak_labels(fig, ax)
-    labelled = sorted(float(t.get_text()) for t in shown)
-    assert 96.0 in labelled and 480.0 in labelled  # the highest peaks are always labelled
-    assert 2 <= len(labelled) <= 8
-    _assert_disjoint(boxes)  # measured as drawn, after layout: no two labels touch
-
-
-def test_close_peak_labels_are_stacked_not_printed_on_top_of_each_other(plotter):
-    """Peaks a period of 63 samples apart on a 1,232-sample lag axis (the three_harmonics head):
-    neighbouring labels collide on one line, so every other one is lifted above its neighbours
-    and all stay legible."""
-    grid = grid_seed()
-    lags = np.arange(1, 77) * 16.0
-    peaks = np.array([63.0, 126.0, 190.0, 254.0, 316.0, 380.0, 444.0, 504.0])
-    values = np.full(lags.shape, 0.01)
+def test_reference_periods_and_multiples_drawn(plotter):
+    grid, tmap, lags, values = seed_head()
     fig = plotter.head_figure(
-        np.eye(77), grid, lags, values, peaks_samples=peaks, figsize=(9, 4)
+        tmap, grid, lags, values, reference_periods=(62.8, 500.0), detected_period=64.0, figsize=SMALL
     )
     ax = axes_with_gid(fig, "lag_axes")
-    shown, boxes = _shown_peak_labels(fig, ax)
-    assert len(shown) >= 6  # stacked rather than dropped
-    assert len({round(b.y0) for b in boxes}) == 2  # two tiers
-    _assert_disjoint(boxes)
-    axes_top = ax.get_window_extent(fig.canvas.get_renderer()).y1
-    assert max(b.y1 for b in boxes) <= axes_top + 3  # the second tier stays inside the panel
-
-
-def test_labels_of_peaks_at_the_top_of_the_data_still_find_room_to_stack(plotter):
-    """The three_harmonics head: its peaks are the curve's maxima, so the margin above them
-    left no room to lift a colliding label and the fundamental's went unlabelled.  The panel
-    now keeps room for two tiers above the highest peak."""
-    grid = grid_seed()
-    lags = np.arange(1, 77) * 16.0
-    values = 0.012 + 0.001 * np.cos(2 * np.pi * lags / 64.0)  # eight equal maxima at 64 .. 512
-    peaks = 64.0 * np.arange(1, 9)
-    fig = plotter.head_figure(np.eye(77), grid, lags, values, peaks_samples=peaks)
-    ax = axes_with_gid(fig, "lag_axes")
-    shown, boxes = _shown_peak_labels(fig, ax)
-    assert len(shown) == 8  # the fundamental's label included (was 4: 64, 192, 320, 448)
-    assert len({round(b.y0) for b in boxes}) == 2
-    _assert_disjoint(boxes)
-    axes_box = ax.get_window_extent(fig.canvas.get_renderer())
-    assert max(b.y1 for b in boxes) <= axes_box.y1 + 3
-
-
-def test_a_label_at_the_panel_edge_slides_inside_instead_of_over_the_spine(plotter):
-    """A peak one column from zero lag: a label centred on it ran over the left spine."""
-    grid = grid_seed()
-    lags = np.arange(1, 77) * 16.0
-    values = 0.007 + 0.00002 * lags
-    fig = plotter.head_figure(
-        np.eye(77), grid, lags, values, peaks_samples=[17.0, 1210.0], figsize=(9, 4)
-    )
-    ax = axes_with_gid(fig, "lag_axes")
-    shown, boxes = _shown_peak_labels(fig, ax)
-    axes_box = ax.get_window_extent(fig.canvas.get_renderer())
-    assert sorted(t.get_text() for t in shown) == ["1210", "17"]
-    for box in boxes:
-        assert axes_box.x0 <= box.x0 and box.x1 <= axes_box.x1, (box, axes_box)
-
-
-def test_the_shortest_lag_peak_is_labelled_even_when_it_is_among_the_lowest(plotter):
-    """The fundamental (first peak) of a rising lag curve is lower than eight later peaks:
-    labelling only the highest eight left it unlabelled."""
-    grid = grid_seed()
-    lags = np.arange(1, 77) * 16.0
-    values = 0.01 + 0.00001 * lags + 0.001 * np.cos(2 * np.pi * lags / 64.0)
-    peaks = 64.0 * np.arange(1, 12)
-    fig = plotter.head_figure(np.eye(77), grid, lags, values, peaks_samples=peaks, figsize=(14, 5))
-    ax = axes_with_gid(fig, "lag_axes")
-    shown, boxes = _shown_peak_labels(fig, ax)
-    labelled = {t.get_text() for t in shown}
-    assert {"64", "704"} <= labelled  # the fundamental and the highest peak
-    assert len(labelled) <= 8
-    _assert_disjoint(boxes)
-
-
-def test_peak_labels_have_a_white_halo_so_they_stay_legible_over_the_curve(plotter):
-    """Labels of close peaks may sit across the curve's line (the 734 beside the 700 peak):
-    a white stroke behind the text keeps them readable."""
-    from matplotlib import patheffects
-
-    lags = np.arange(1, 77) * 16.0
-    fig = plotter.head_figure(np.eye(77), grid_seed(), lags, np.cos(lags / 10.0), peaks_samples=[62.8, 125.6])
-    shown, _ = _shown_peak_labels(fig, axes_with_gid(fig, "lag_axes"))
-    assert shown
-    for text in shown:
-        (halo,) = text.get_path_effects()
-        assert isinstance(halo, patheffects.withStroke)
-        assert halo._gc["foreground"] == "white" and halo._gc["linewidth"] > 1
-        assert text.get_zorder() > find_gid(text.axes, "peaks")[0].get_zorder()  # not under a marker
-
-
-def test_label_order_highest_first_then_the_shortest_lag():
-    from attnviz.plotting import _label_candidates
-
-    xs = np.array([64.0, 128.0, 192.0, 256.0])
-    assert [x for x, _ in _label_candidates(xs, np.array([1.0, 3.0, 2.0, 4.0]))] == [256, 64, 128, 192]
-    # the shortest lag is also the highest: it stays first, the rest by height
-    assert [x for x, _ in _label_candidates(xs, np.array([5.0, 3.0, 2.0, 4.0]))] == [64, 256, 128, 192]
-    assert [x for x, _ in _label_candidates(xs, np.array([1.0, 3.0, 2.0, 4.0]), limit=2)] == [256, 64]
-
-
-def test_known_periods_and_multiples_drawn(plotter):
-    grid = grid_seed()
-    tmap = periodic_map(grid, 62.8)
-    lags, values = past_lag_curve(tmap, grid)
-    fig = plotter.head_figure(tmap, grid, lags, values, known_periods=(62.8, 500.0), figsize=SMALL)
-    ax = axes_with_gid(fig, "lag_axes")
-    xs = sorted(round(ln.get_xdata()[0], 6) for ln in find_gid(ax, "known_period"))
+    xs = sorted(round(ln.get_xdata()[0], 6) for ln in find_gid(ax, "reference_period"))
     expected = sorted(
         [round(62.8 * k, 6) for k in range(1, 20) if 62.8 * k <= lags.max()] + [500.0, 1000.0]
     )
     assert xs == expected
-    for line in find_gid(ax, "known_period"):
+    for line in find_gid(ax, "reference_period"):
         assert line.get_linestyle() == "--"
     # a ±half-column band around each reference line
-    assert len(find_gid(ax, "known_period_band")) == len(expected)
+    assert len(find_gid(ax, "reference_period_band")) == len(expected)
     assert [c.get_xlabel() for c in ax.child_axes] == ["lag (columns of 16 samples)"]
+    assert "reference periods 62.8, 500 (and multiples)" in legend_texts(ax)
+    # given references replace the detected fundamental's lines (the title states it)
+    assert find_gid(ax, "detected_period") == []
+
+
+def test_without_references_the_detected_fundamental_is_marked(plotter):
+    grid, tmap, lags, values = seed_head(48.5)
+    fig = plotter.head_figure(tmap, grid, lags, values, detected_period=48.5, figsize=SMALL)
+    ax = axes_with_gid(fig, "lag_axes")
+    lines = find_gid(ax, "detected_period")
+    xs = sorted(ln.get_xdata()[0] for ln in lines)
+    np.testing.assert_allclose(xs, 48.5 * np.arange(1, int(lags.max() // 48.5) + 1))
+    assert "detected fundamental 48.5 (and multiples)" in legend_texts(ax)
+    assert all(ln.get_linestyle() == ":" for ln in lines)  # not the references' dashes
+    assert find_gid(fig, "reference_period") == [] and find_gid(fig, "reference_period_band") == []
+    assert not any("reference" in t for t in legend_texts(ax))
+
+
+@pytest.mark.parametrize("detected", [None, float("nan")])
+def test_no_reference_and_no_fundamental_draws_no_period_line(plotter, detected):
+    grid, tmap, lags, values = seed_head()
+    fig = plotter.head_figure(tmap, grid, lags, values, detected_period=detected, figsize=SMALL)
+    for gid in ("reference_period", "reference_period_band", "detected_period"):
+        assert find_gid(fig, gid) == []
+    assert legend_texts(axes_with_gid(fig, "lag_axes")) == ["lag curve"]
+
+
+def test_drawers_take_an_ax_and_return_it():
+    """Axes-level drawers compose into any figure the caller builds."""
+    grid, tmap, lags, values = seed_head()
+    fig = Figure(figsize=(6, 3))
+    ax_map, ax_lag, ax_all = fig.subplots(1, 3)
+    image = draw_time_map(ax_map, tmap, grid, legend=False)
+    np.testing.assert_array_equal(np.asarray(image.get_array()), tmap)
+    assert draw_lag_curve(ax_lag, lags, values, grid, reference_periods=[62.8], legend=False) is ax_lag
+    assert len(find_gid(ax_lag, "reference_period")) == int(lags.max() // 62.8)
+    curves = [("a", lags, values), ("b", lags, 2 * values)]
+    assert draw_lag_curves(ax_all, curves) is ax_all
+    assert [ln.get_label() for ln in find_gid(ax_all, "lag_curve")] == ["a", "b"]
+    assert find_gid(ax_all, "reference_period") == []
 
 
 def test_fractional_samples_per_col():
@@ -412,9 +270,7 @@ def test_fractional_samples_per_col():
 
 
 def test_gamma_and_log_norms():
-    grid = grid_seed()
-    tmap = periodic_map(grid, 62.8)
-    lags, values = past_lag_curve(tmap, grid)
+    grid, tmap, lags, values = seed_head()
     fig = Plotter(gamma=0.5, dpi=40).head_figure(tmap, grid, lags, values, figsize=SMALL)
     norm = axes_with_gid(fig, "map_axes").images[0].norm
     assert isinstance(norm, mcolors.PowerNorm) and norm.gamma == 0.5
@@ -489,9 +345,7 @@ def test_bad_plotter_settings(kwargs, fragment):
 
 
 def test_bad_head_inputs(plotter):
-    grid = grid_seed()
-    good = periodic_map(grid, 62.8)
-    lags, values = past_lag_curve(good, grid)
+    grid, good, lags, values = seed_head()
     with pytest.raises(ValueError, match=r"square .* got shape \(77, 76\)"):
         plotter.head_figure(good[:, :-1], grid, lags, values)
     with pytest.raises(
@@ -506,80 +360,16 @@ def test_bad_head_inputs(plotter):
         plotter.head_figure(good, grid, [], [])
     with pytest.raises(ValueError, match="no finite values"):
         plotter.head_figure(np.full((77, 77), np.nan), grid, lags, values)
-    with pytest.raises(ValueError, match="known_periods must be positive"):
-        plotter.head_figure(good, grid, lags, values, known_periods=(-5,))
+    with pytest.raises(ValueError, match="reference_periods must be positive"):
+        plotter.head_figure(good, grid, lags, values, reference_periods=(-5,))
+    with pytest.raises(ValueError, match="detected_period must be a positive finite number"):
+        plotter.head_figure(good, grid, lags, values, detected_period=-3.0)
     with pytest.raises(ValueError, match="grid must be an attnviz.grid.TokenGrid"):
         plotter.head_figure(good, {"cols": 77}, lags, values)
 
 
-# ----------------------------------------------------------------- res-based figures
-
-
-def test_save_head_file_name_and_closing(tmp_path, plotter):
-    res = FakeResult(grid_seed())
-    path = plotter.save_head(res, "decoder_blocks.3.attn", 0, tmp_path / "figs", figsize=SMALL)
-    assert path == tmp_path / "figs" / "experiment_three_harmonics_layer_1_head_0_correlations.png"
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    path2 = plotter.save_head(
-        res,
-        0,
-        2,
-        tmp_path,
-        experiment="my run/2",
-        known_periods=(),
-        figsize=SMALL,
-        normalize=True,
-        region="history",
-    )
-    assert path2.name == "experiment_my_run_2_layer_0_head_2_correlations.png" and path2.exists()
-    assert ("lag_curve", 0, 2, "past", "history", True) in res.calls
-    assert res.calls[-1] == ("periods", 0, 2, "past", "history")  # peaks of the same region
-    assert plt.get_fignums() == []
-
-
-def test_head_filename():
-    assert (
-        head_filename("three_harmonics", 3, 5)
-        == "experiment_three_harmonics_layer_3_head_5_correlations.png"
-    )
-
-
-def test_res_layer_and_head_errors(plotter, tmp_path):
-    res = FakeResult(grid_seed())
-    with pytest.raises(
-        ValueError,
-        match="unknown layer 'blocks.9.attn'; available: blocks.0.attn, decoder_blocks.3.attn",
-    ):
-        plotter.save_head(res, "blocks.9.attn", 0, tmp_path)
-    with pytest.raises(ValueError, match="layer index 5 is out of range for 2 layers"):
-        plotter.save_head(res, 5, 0, tmp_path)
-    with pytest.raises(ValueError, match=r"head must be an integer in \[0, 3\), got 3"):
-        plotter.save_head(res, 0, 3, tmp_path)
-
-
-def test_layer_overview(plotter):
-    res = FakeResult(grid_seed())
-    fig = plotter.layer_overview(res, "blocks.0.attn", known_periods=(62.8,), panel_size=1.2)
-    maps = [ax for ax in fig.axes if ax.get_gid() == "map_axes"]
-    assert len(maps) == 3
-    for h, ax in enumerate(maps):
-        np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), res.time_maps[0, h])
-    lag_axes = [ax for ax in fig.axes if ax.get_gid() == "lag_axes"]
-    assert len(lag_axes) == 3
-    (marks,) = find_gid(lag_axes[0], "peaks")
-    np.testing.assert_array_equal(marks.get_xdata(), res.periods(0, 0).peaks_samples)
-    assert "blocks.0.attn" in fig.get_suptitle()
-    assert "samples_per_col = 16" in fig.get_suptitle()
-    assert all(not ax.texts for ax in lag_axes)  # said once in the suptitle, not in every panel
-    fig2 = plotter.overview_figure(res.time_maps[1], res.grid, max_cols=2, panel_size=1.0)
-    assert len([ax for ax in fig2.axes if ax.get_gid() == "map_axes"]) == 3
-    with pytest.raises(ValueError, match=r"time_maps must have shape \(heads, cols, cols\)"):
-        plotter.overview_figure(res.time_maps[1, 0], res.grid)
-
-
 def test_lag_panel_states_the_column_resolution_once(plotter):
-    grid = grid_seed()
-    lags, values = past_lag_curve(periodic_map(grid, 62.8), grid)
+    grid, _, lags, values = seed_head()
     notes = {}
     for secondary, note in [(True, True), (False, True), (False, False)]:
         fig = Figure()
@@ -592,93 +382,18 @@ def test_lag_panel_states_the_column_resolution_once(plotter):
     assert notes[False, False] == ([], [])
 
 
-def test_heads_of_limits_heads(plotter, tmp_path):
-    res = FakeResult(grid_seed())
-    res.heads_of = lambda layer: 2  # e.g. a layer with fewer heads than the padded array
-    fig = plotter.layer_overview(res, 1, lag_curves=False, panel_size=1.0)
-    assert len([ax for ax in fig.axes if ax.get_gid() == "map_axes"]) == 2
-    with pytest.raises(ValueError, match=r"head must be an integer in \[0, 2\), got 2"):
-        plotter.save_head(res, 1, 2, tmp_path)
-
-
-def test_score_grid(plotter):
-    res = FakeResult(grid_seed())
-    fig = plotter.score_grid(res, figsize=(4, 2))
-    ax = axes_with_gid(fig, "score_axes")
-    (mesh,) = find_gid(ax, "score_grid")
-    data = np.ma.filled(np.ma.asarray(mesh.get_array()).astype(float), np.nan).reshape(2, 3)
-    expected = np.array([[0.88, 0.61, 0.0], [0.93, 0.55, np.nan]])
-    np.testing.assert_allclose(data, expected)
-    texts = [t.get_text() for t in ax.texts]
-    assert "0.93\n62.9" in texts and "0.61\n31.6" in texts
-    (best,) = find_gid(ax, "best_head")
-    assert best.get_xy() == (0, 1)  # head 0 of decoder_blocks.3.attn (row 1)
-    assert [t.get_text() for t in ax.get_yticklabels()] == res.layer_names
-    assert "periodicity score" in axes_with_gid(fig, "colorbar").get_ylabel()
-    with pytest.raises(ValueError, match="layer_names has 1 entries but scores has 2 rows"):
-        plotter.score_heatmap(np.zeros((2, 3)), ["a"])
-    assert "note:" not in ax.get_title()  # FakeResult has no periodicity: nothing to warn about
-
-
-def test_score_grid_title_carries_the_ranking_caveat(plotter):
-    from attnviz.ranking import series_periodicity
-
-    res = FakeResult(grid_seed())
-    res.series_periodicity = series_periodicity(np.full(512, 2.0), res.grid)  # a flat history
-    fig = plotter.score_grid(res, figsize=(3, 2))
-    title = axes_with_gid(fig, "score_axes").get_title()
-    assert "note: flat history" in title
-    assert max(len(line) for line in title.splitlines()[2:]) <= 30  # wrapped to the narrow figure
-
-
-def test_series_panel(plotter):
-    res = FakeResult(grid_seed())
-    fig = plotter.series_panel(
-        res, forecast_col=50, layer=0, head=0, known_periods=(62.8,), figsize=SMALL
-    )
-    ax = axes_with_gid(fig, "series_axes")
-    (hist,) = find_gid(ax, "history")
-    np.testing.assert_array_equal(hist.get_ydata(), res.series)
-    (fc,) = find_gid(ax, "forecast")
-    assert fc.get_xdata()[0] == 512 and len(fc.get_xdata()) == 720
-    att = axes_with_gid(fig, "attention_axes")
-    bars = find_gid(att, "attention_bars")
-    assert len(bars) == 77
-    np.testing.assert_allclose([b.get_height() for b in bars], res.time_maps[0, 0, 50])
-    np.testing.assert_allclose([b.get_x() for b in bars], np.arange(77) * 16.0)
-    np.testing.assert_allclose([b.get_width() for b in bars], 16.0)
-    spans = find_gid(att, "query_column")
-    assert (
-        spans
-        and spans[0].get_x() == pytest.approx(800)
-        and spans[0].get_width() == pytest.approx(16)
-    )
-    # default: best-ranked head, middle of the forecast region
-    fig = plotter.series_panel(res, figsize=SMALL)
-    assert "decoder_blocks.3.attn (layer 1), head 0" in fig.get_suptitle()
-    assert "query column 54" in fig.get_suptitle()
-    with pytest.raises(ValueError, match=r"forecast_col must be an integer in \[0, 77\)"):
-        plotter.series_panel(res, forecast_col=77)
-
-
-def test_series_panel_draws_the_truth_and_scores_the_forecast(plotter):
-    res = FakeResult(grid_seed())
-    forecast = np.asarray(res.forecast.forecast, float)
-    truth = forecast + 0.25  # a known MAE of 0.25
-    fig = plotter.series_panel(res, truth=truth, figsize=SMALL)
-    ax = axes_with_gid(fig, "series_axes")
-    (line,) = find_gid(ax, "truth")
-    np.testing.assert_array_equal(line.get_ydata(), truth)
-    assert line.get_xdata()[0] == 512
-    (fc,) = find_gid(ax, "forecast")
-    assert fc.get_label() == "forecast (MAE 0.25)"
-    assert "truth" in [t.get_text() for t in ax.get_legend().get_texts()]
-    # without a truth: no truth line, plain label
-    fig = plotter.series_panel(res, figsize=SMALL)
-    ax = axes_with_gid(fig, "series_axes")
-    assert find_gid(ax, "truth") == [] and find_gid(ax, "forecast")[0].get_label() == "forecast"
-    with pytest.raises(ValueError, match="truth must have as many values as the forecast \\(720\\), got 10"):
-        plotter.series_panel(res, truth=np.zeros(10))
+def test_lag_curves_figure_draws_references_only_when_given(plotter):
+    grid, _, lags, values = seed_head()
+    curves = [("SNR 10", lags, values), ("SNR 1", lags, values / 2)]
+    fig = plotter.lag_curves(curves, reference_periods=(62.8,), figsize=(3, 2))
+    ax = fig.axes[0]
+    xs = [ln.get_xdata()[0] for ln in find_gid(ax, "reference_period")]
+    np.testing.assert_allclose(sorted(xs), 62.8 * np.arange(1, int(lags.max() // 62.8) + 1))
+    assert "reference period 62.8 (and multiples)" in legend_texts(ax)
+    fig = plotter.lag_curves(curves, figsize=(3, 2))
+    assert find_gid(fig, "reference_period") == [] and legend_texts(fig.axes[0]) == ["SNR 10", "SNR 1"]
+    with pytest.raises(ValueError, match="at least one"):
+        plotter.lag_curves([])
 
 
 def test_period_sweep(plotter):
@@ -708,11 +423,13 @@ def test_period_sweep(plotter):
 
 
 def test_save_closes_and_writes_formats(tmp_path, plotter):
-    grid = grid_seed()
-    tmap = periodic_map(grid, 62.8)
-    lags, values = past_lag_curve(tmap, grid)
+    grid, tmap, lags, values = seed_head()
     fig = plotter.head_figure(tmap, grid, lags, values, figsize=SMALL)
-    out = plotter.save(fig, tmp_path / "a" / "b.svg")
+    with pytest.raises(ValueError, match="folder .*missing.* does not exist"):
+        plotter.save(fig, tmp_path / "missing" / "b.svg")  # no folder is created silently
+    assert not (tmp_path / "missing").exists()
+    fig = plotter.head_figure(tmap, grid, lags, values, figsize=SMALL)
+    out = plotter.save(fig, tmp_path / "b.svg")
     assert out.exists() and out.read_text()[:200].lstrip().startswith("<?xml")
     # pyplot-managed figures handed in are closed too
     managed = plt.figure(figsize=(1, 1))
@@ -727,9 +444,7 @@ def test_save_closes_and_writes_formats(tmp_path, plotter):
 
 def test_style_does_not_leak_into_global_rcparams(plotter):
     before = dict(matplotlib.rcParams)
-    grid = grid_seed()
-    tmap = periodic_map(grid, 62.8)
-    lags, values = past_lag_curve(tmap, grid)
+    grid, tmap, lags, values = seed_head()
     plotter.head_figure(tmap, grid, lags, values, figsize=SMALL)
     after = dict(matplotlib.rcParams)
     assert {k for k in before if before[k] != after[k]} == set()
