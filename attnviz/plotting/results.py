@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from .labels import period_label
 from .layouts import head_figure, overview_figure, score_heatmap, series_figure
 from .scale import ColorScale
-from .theme import Theme, default_theme, save_figure
+from .theme import Theme, check_folder, default_theme, save_figure
 
 if TYPE_CHECKING:
     from ..analysis import AnalysisResult
@@ -107,8 +107,9 @@ def save_head(
     panel_options: ``direction``, ``region``, ``normalize``, ``scale``, ``figsize`` of
     :func:`head_panel`."""
     li, h = _checked(res).head_index(layer, head)
+    folder = check_folder(out_dir)  # before drawing: a wrong folder fails fast
     fig = head_panel(res, li, h, reference_periods, experiment=experiment, theme=theme, **panel_options)
-    return save_figure(fig, Path(out_dir) / head_filename(experiment, li, h), theme or default_theme())
+    return save_figure(fig, folder / head_filename(experiment, li, h), theme or default_theme())
 
 
 def layer_overview(

@@ -30,6 +30,7 @@ __all__ = [
     "STYLE",
     "AttnvizFigure",
     "Theme",
+    "check_folder",
     "close_figure",
     "default_theme",
     "make_cmap",
@@ -173,17 +174,24 @@ def close_figure(fig: Figure) -> None:
         plt.close(fig)
 
 
+def check_folder(folder: str | Path) -> Path:
+    """``folder`` if it exists: figures go into folders the report writer made, never new ones."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"folder {str(folder)!r} does not exist; create it before saving figures into it")
+    return folder
+
+
 def save_figure(fig: Figure, path: str | Path, theme: Theme, **savefig_kwargs: Any) -> Path:
     """Write ``fig`` to ``path`` (format from the suffix) and close it.
 
-    The folder must exist: creating folders is the report writer's job, and a mistyped
-    path silently growing a new tree hid where figures went."""
+    The folder must exist (:func:`check_folder`): creating folders is the report writer's
+    job, and a mistyped path silently growing a new tree hid where figures went."""
     path = Path(path)
     if not path.suffix:
         raise ValueError(f"path {str(path)!r} has no file suffix (.png, .pdf, .svg ...)")
     try:
-        if not path.parent.is_dir():
-            raise ValueError(f"folder {str(path.parent)!r} does not exist; create it before saving figures into it")
+        check_folder(path.parent)
         with theme.rc_context():
             fig.savefig(path, dpi=savefig_kwargs.pop("dpi", theme.dpi), **savefig_kwargs)
     finally:
