@@ -25,7 +25,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .grid import TokenGrid
-from .reducers import TIME_CONVENTIONS
 
 DIRECTIONS = ("past", "future")
 REGIONS = ("all", "history", "forecast")
@@ -54,7 +53,10 @@ def to_numpy(array: Any) -> np.ndarray:
 
 
 def check_convention(convention: str) -> str:
-    """``convention`` if it is one of ``TIME_CONVENTIONS``, else a ValueError naming them."""
+    """``convention`` if it is one of ``reducers.TIME_CONVENTIONS``, else a ValueError naming them."""
+    # Imported here, not at the top: reducers loads torch, and lags (through plotting) must not.
+    from .reducers import TIME_CONVENTIONS
+
     if convention not in TIME_CONVENTIONS:
         raise ValueError(
             f"time convention must be one of {TIME_CONVENTIONS}, got {convention!r}"

@@ -1,6 +1,9 @@
 """attnviz.lags against known answers: token map -> time map -> lag curve, lags in samples."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -65,6 +68,13 @@ def test_hand_built_token_map_roundtrip():
     np.testing.assert_allclose(a.sum(-1), 1.0)
     np.testing.assert_allclose(time_maps_from_attention(a, g), kernel, atol=1e-12)
     np.testing.assert_allclose(prefix_mass_from_attention(a, g), pm, atol=1e-12)
+
+
+def test_lags_loads_without_torch():
+    """lags is numpy only (plotting and the training report import it): torch loads on first use."""
+    code = "import sys, attnviz.lags; assert 'torch' not in sys.modules, 'attnviz.lags imported torch'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_to_numpy_reads_half_precision_tensors():
