@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import shutil
 import stat
 import struct
 import warnings
@@ -22,18 +21,9 @@ import pytest
 from attnviz.analysis import AnalysisResult
 from attnviz.explorer import render_html, write_html
 from attnviz.explorer.payload import build_payload
+from attnviz.explorer.screenshot import CHROMIUM_ARGS, chromium_path
 from attnviz.grid import TokenGrid
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 MAX_BYTES = 5 * 1024 * 1024
 
 
@@ -247,11 +237,6 @@ def test_bundled_model_shaped_result_fits_in_5_mb():
 
 
 # --------------------------------------------------------------------------- the real browser
-def _chromium_path() -> str | None:
-    path = os.environ.get("ATTNVIZ_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    return path if os.path.exists(path) else None
-
-
 @pytest.fixture(scope="module")
 def browser():
     reason = os.environ.get("ATTNVIZ_BROWSER_SKIP")  # set by .ci/run when apt-get failed
@@ -259,7 +244,7 @@ def browser():
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip("browser tests: the playwright package is not installed (pip install -e '.[test]')")
-    path = _chromium_path()
+    path = chromium_path()
     if path is None:
         pytest.skip(
             "browser tests: no Chromium found (apt-get install chromium; or set ATTNVIZ_CHROMIUM)"

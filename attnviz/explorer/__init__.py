@@ -114,13 +114,11 @@ def render_html(
 <p class="avx-note">click a cell (or a table row) to show that head</p>
 <div class="avx-table-wrap"><table data-part="table" id="attnviz-{uid}-table"></table></div>
 </div>
-<div class="avx-figs">
-<div class="avx-panel"><canvas data-part="heatmap" id="attnviz-{uid}-heatmap"></canvas></div>
-<div class="avx-panel"><canvas data-part="lag" id="attnviz-{uid}-lag"></canvas></div>
-<p class="avx-note avx-wide" data-part="peaks" id="attnviz-{uid}-peaks"></p>
-<div class="avx-panel avx-wide"><canvas data-part="series" id="attnviz-{uid}-series"></canvas></div>
-<p class="avx-note avx-wide">hover a row of the map or a time on the series: that query column's attention shows under the series and, as its row by lag, on the lag curve</p>
-</div>
+<div class="avx-panel avx-heat"><canvas data-part="heatmap" id="attnviz-{uid}-heatmap"></canvas></div>
+<div class="avx-panel avx-lag"><canvas data-part="lag" id="attnviz-{uid}-lag"></canvas></div>
+<p class="avx-note avx-peaks" data-part="peaks" id="attnviz-{uid}-peaks"></p>
+<div class="avx-panel avx-series"><canvas data-part="series" id="attnviz-{uid}-series"></canvas></div>
+<p class="avx-note avx-hint">hover a row of the map or a time on the series: that query column's attention shows under the series and, as its row by lag, on the lag curve</p>
 </div>
 </div>
 <div class="avx-tip" data-part="tip"></div>

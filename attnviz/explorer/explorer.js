@@ -3,8 +3,11 @@
    element #attnviz-<uid>, and its API is window.attnvizExplorer[uid]. */
 (function (uid) {
   "use strict";
-  var root = document.getElementById("attnviz-" + uid);
-  var dataNode = document.getElementById("attnviz-" + uid + "-data");
+  // by id; or, where a notebook runs the script before its output is in the document, in the
+  // tree the script itself sits in
+  var here = document.currentScript && document.currentScript.parentNode;
+  function byId(id) { return document.getElementById(id) || (here && here.querySelector ? here.querySelector("#" + id) : null); }
+  var root = byId("attnviz-" + uid), dataNode = byId("attnviz-" + uid + "-data");
   if (!root || !dataNode) return;
   var D = JSON.parse(dataNode.textContent);
 
@@ -15,14 +18,19 @@
     return out;
   }
   function f64(b64) { return b64 ? new Float64Array(bytes(b64).buffer) : null; }
-  var cols = D.grid.cols, spc = D.grid.samples_per_col, total = cols * spc;
-  var boundary = D.grid.history_boundary * spc;
+  var cols = D.grid.cols, spc = D.grid.samples_per_col;
+  var history = f64(D.history), forecast = f64(D.forecast), truth = f64(D.truth);
+  // times are the series' own sample indices (history 0..L-1, forecast from L); column c covers
+  // [t0 + c*spc, t0 + (c+1)*spc), t0 placing the history/forecast boundary at sample L (0 for
+  // ViTime; minus the left padding for a forecaster that pads the history, as VisionTS does)
+  var boundary = history.length, t0 = boundary - D.grid.history_boundary * spc;
+  function at(c) { return t0 + c * spc; }
+  function colOf(t) { return Math.floor((t - t0) / spc); }
   var nLayers = D.layers.length, width = Math.max.apply(null, D.heads);
   var offset = [], flat = 0;
   for (var li = 0; li < nLayers; li++) { offset.push(flat); flat += D.heads[li]; }
   var qmaps = new Uint16Array(bytes(D.maps).buffer);
   var curves = new Float32Array(bytes(D.curves).buffer);
-  var history = f64(D.history), forecast = f64(D.forecast), truth = f64(D.truth);
   var lut = bytes(D.cmap);
   var nLag = D.lags.length;
   var rankOf = {}, best = D.ranking.length ? D.ranking[0] : null;
@@ -171,7 +179,7 @@
     var pos = (sorted.length - 1) * p / 100, i = Math.floor(pos), f = pos - i;
     return i + 1 < sorted.length ? sorted[i] * (1 - f) + sorted[i + 1] * f : sorted[i];
   }
-  function colsToSamples(c0, c1) { return fmt(c0 * spc) + "–" + fmt(c1 * spc); }
+  function colsToSamples(c0, c1) { return fmt(at(c0)) + "–" + fmt(at(c1)); }
 
   // ------------------------------------------------------------------ elements and state
   function part(name) { return root.querySelector("[data-part='" + name + "']"); }
@@ -276,7 +284,7 @@
     var W = el.heat.clientWidth || 420, left = 58, right = 66, topM = 44, bottom = 44;
     var side = Math.max(120, Math.min(W - left - right, 440)), H = topM + side + bottom;
     var ctx = prep(el.heat, W, H), c = currentMap();
-    var ax = new Axes(left, topM, side, side, [0, total], [0, total], true);
+    var ax = new Axes(left, topM, side, side, [at(0), at(cols)], [at(0), at(cols)], true);
     ctx.font = font(12.5, "600"); ctx.fillStyle = C.ink; ctx.textBaseline = "top"; ctx.textAlign = "left";
     ctx.fillText("time-time attention: " + D.layers[state.layer] + ", head " + state.head, 0, 2);
     ctx.imageSmoothingEnabled = false;
@@ -290,7 +298,7 @@
       ctx.stroke(); ctx.restore();
     });
     if (state.query !== null) {  // the linked query column (a row of the map)
-      var y0 = ax.sy(state.query * spc), y1 = ax.sy((state.query + 1) * spc);
+      var y0 = ax.sy(at(state.query)), y1 = ax.sy(at(state.query + 1));
       ctx.strokeStyle = "#fff"; ctx.lineWidth = 1.5; ctx.strokeRect(ax.x + 0.5, y0, ax.w - 1, y1 - y0);
       ctx.strokeStyle = C.red; ctx.lineWidth = 1; ctx.setLineDash([3, 2]); ctx.strokeRect(ax.x + 0.5, y0, ax.w - 1, y1 - y0); ctx.setLineDash([]);
     }
@@ -333,8 +341,10 @@
     ctx.fillText("lag curve: mean attention at each lag", 0, 2);
     // legend first: its height sets the top of the plot
     var items = [{ label: "lag curve", color: C.blue }, { label: "detected peaks", color: C.red, kind: "tri" }];
-    if (per.fundamental !== null) items.push({ label: "detected fundamental " + per.fundamental_label + " (×k)", color: C.purple, dash: [6, 3] });
-    state.referencePeriods.forEach(function (p) { items.push({ label: "reference period " + fmt(p), color: C.green, dash: [2, 3] }); });
+    // the fundamental's multiples only when no reference period is drawn (their lines would interleave)
+    var fMultiples = state.referencePeriods.length ? 1 : 40;
+    if (per.fundamental !== null) items.push({ label: "detected fundamental " + per.fundamental_label + (fMultiples > 1 ? " (×k)" : ""), color: C.purple, dash: [6, 3] });
+    state.referencePeriods.forEach(function (p) { items.push({ label: "reference period " + fmt(p) + " (×k)", color: C.green, dash: [2, 3] }); });
     items.push({ label: "query col " + state.query + " row (right axis)", color: C.orange });
     if (lastReliable < nLag - 1) items.push({ label: "lags not used for peaks", color: "#e9ebee", kind: "box" });
     var topM = legend(ctx, 4, 26, W - 8, items) + 4;
@@ -357,7 +367,7 @@
       }
     });
     if (per.fundamental !== null) {
-      for (var k = 1; k * per.fundamental <= xmax && k <= 40; k++) {
+      for (var k = 1; k * per.fundamental <= xmax && k <= fMultiples; k++) {
         ctx.globalAlpha = k === 1 ? 1 : 0.45; vline(ctx, ax, k * per.fundamental, C.purple, [6, 3], 1.3); ctx.globalAlpha = 1;
       }
     }
@@ -419,8 +429,8 @@
     var W = el.series.clientWidth || 800, H = 330, left = 62, right = 16;
     var ctx = prep(el.series, W, H);
     ctx.font = font(12.5, "600"); ctx.fillStyle = C.ink; ctx.textBaseline = "top"; ctx.textAlign = "left";
-    ctx.fillText("series, and the attention of query column " + state.query + " (time " +
-                 colsToSamples(state.query, state.query + 1) + ") onto every key column", 0, 2);
+    ctx.fillText("series · attention of query column " + state.query + " (time " +
+                 colsToSamples(state.query, state.query + 1) + ") onto each key column", 0, 2);
     var items = [{ label: "history", color: C.blue }];
     if (forecast) items.push({ label: "forecast", color: C.orange });
     if (truth) items.push({ label: "truth", color: "#555", dash: [2, 2] });
@@ -433,16 +443,16 @@
     if (forecast) all = all.concat(Array.prototype.slice.call(forecast));
     if (truth) all = all.concat(Array.prototype.slice.call(truth));
     var lo = Math.min.apply(null, all), hi = Math.max.apply(null, all), pad = 0.08 * ((hi - lo) || 1);
-    var xmax = Math.max(total, L + (forecast ? forecast.length : 0));
+    var xr = [Math.min(0, at(0)), Math.max(at(cols), L + (forecast ? forecast.length : 0))];
     var h1 = Math.round((H - topM - 44) * 0.56), gap = 8, h2 = H - topM - 44 - h1 - gap;
-    var ax = new Axes(left, topM, W - left - right, h1, [0, xmax], [lo - pad, hi + pad]);
-    var bx = new Axes(left, topM + h1 + gap, W - left - right, h2, [0, xmax], [0, 1]);
+    var ax = new Axes(left, topM, W - left - right, h1, xr, [lo - pad, hi + pad]);
+    var bx = new Axes(left, topM + h1 + gap, W - left - right, h2, xr, [0, 1]);
     var q = state.query, m = currentMap().map, row = [];
     for (var k = 0; k < cols; k++) row.push(m[q * cols + k]);
     var rmax = Math.max.apply(null, row);
     bx.yr = [0, rmax > 0 ? rmax * 1.1 : 1];
     [ax, bx].forEach(function (a) {
-      ctx.fillStyle = C.query; ctx.fillRect(a.sx(q * spc), a.y, a.sx((q + 1) * spc) - a.sx(q * spc), a.h);
+      ctx.fillStyle = C.query; ctx.fillRect(a.sx(at(q)), a.y, a.sx(at(q + 1)) - a.sx(at(q)), a.h);
     });
     drawAxes(ctx, ax, { ylabel: "value", grid: true, xticks: false, ny: 4, ylabelGap: 54 });
     drawAxes(ctx, bx, { xlabel: "time (samples)", ylabel: "attention", grid: true, ny: 3, ylabelGap: 54 });
@@ -455,16 +465,16 @@
     ctx.restore();
     bx.clip(ctx);
     for (k = 0; k < cols; k++) {
-      var x0 = bx.sx(k * spc), x1 = bx.sx((k + 1) * spc), y = bx.sy(row[k]);
+      var x0 = bx.sx(at(k)), x1 = bx.sx(at(k + 1)), y = bx.sy(row[k]);
       ctx.fillStyle = k > q ? "#bfc5cc" : ((k + 0.5) < D.grid.history_boundary ? C.blue : C.orange);
       ctx.globalAlpha = k > q ? 0.6 : 0.88;
       ctx.fillRect(x0 + 0.3, y, Math.max(0.5, x1 - x0 - 0.6), bx.y + bx.h - y);
     }
     ctx.globalAlpha = 1;
     vline(ctx, bx, boundary, C.boundary, [5, 4], 1.3);
-    var centre = (q + 0.5) * spc;
+    var centre = at(q + 0.5);
     state.referencePeriods.forEach(function (p) {
-      for (var kk = 1; centre - kk * p >= 0 && kk <= 200; kk++) vline(ctx, bx, centre - kk * p, C.green, [2, 3], 1.1);
+      for (var kk = 1; centre - kk * p >= bx.xr[0] && kk <= 200; kk++) vline(ctx, bx, centre - kk * p, C.green, [2, 3], 1.1);
     });
     ctx.restore();
     geom.series = ax; geom.bars = bx;
@@ -474,17 +484,16 @@
   // ------------------------------------------------------------------ table, selectors, info
   function num(v, d) { return v === null || v === undefined ? "–" : v.toFixed(d); }
   function buildTable() {
-    var head = "<thead><tr><th>#</th><th>layer</th><th>head</th><th title='ranking score'>score</th>" +
-      "<th title='fundamental of the lag curve (samples)'>period</th><th title='correlation with the series ACF'>agree</th>" +
-      "<th title='period match with the series'>consist</th><th title='clarity of the period estimate'>clarity</th></tr></thead>";
+    var head = "<thead><tr><th>#</th><th>layer · head</th><th title='ranking score'>score</th>" +
+      "<th title='fundamental of the lag curve (samples)'>period</th><th title='agreement: correlation with the series ACF'>agr.</th>" +
+      "<th title='consistency: period match with the series'>cons.</th><th title='clarity of the period estimate'>clar.</th></tr></thead>";
     var body = D.ranking.map(function (r) {
-      return "<tr data-l='" + r.layer + "' data-h='" + r.head + "'><td>" + r.rank + "</td><td></td><td>" + r.head +
-        "</td><td>" + num(r.score, 3) + "</td><td>" + num(r.period, 1) + "</td><td>" + num(r.agreement, 2) +
+      return "<tr data-l='" + r.layer + "' data-h='" + r.head + "'><td>" + r.rank + "</td><td></td><td>" + num(r.score, 3) + "</td><td>" + num(r.period, 1) + "</td><td>" + num(r.agreement, 2) +
         "</td><td>" + num(r.consistency, 2) + "</td><td>" + num(r.clarity, 2) + "</td></tr>";
     }).join("");
     el.table.innerHTML = head + "<tbody>" + body + "</tbody>";
     var rows = el.table.querySelectorAll("tbody tr");
-    for (var i = 0; i < rows.length; i++) rows[i].children[1].textContent = D.layers[+rows[i].getAttribute("data-l")];
+    for (var i = 0; i < rows.length; i++) rows[i].children[1].textContent = D.layers[+rows[i].getAttribute("data-l")] + " · " + rows[i].getAttribute("data-h");
   }
   function fillHeads() {
     var opts = "";
@@ -504,7 +513,8 @@
   }
   function drawAll() {
     drawGrid(); drawHeatmap();
-    geom.heatH = el.heat.clientHeight || 510;
+    var stacked = el.lag.getBoundingClientRect().top > el.heat.getBoundingClientRect().top + 10;
+    geom.heatH = stacked ? 360 : (el.heat.clientHeight || 510);
     drawLag(); drawSeries(); updateInfo();
   }
   function select(l, h) {
@@ -549,7 +559,7 @@
   el.heat.addEventListener("mousemove", function (ev) {
     var ax = geom.heat, p = local(ev, el.heat);
     if (!ax || !inside(ax, p)) { tip(ev, null); return; }
-    var q = Math.min(cols - 1, Math.floor(ax.iy(p[1]) / spc)), k = Math.min(cols - 1, Math.floor(ax.ix(p[0]) / spc));
+    var q = Math.min(cols - 1, colOf(ax.iy(p[1]))), k = Math.min(cols - 1, colOf(ax.ix(p[0])));
     setQuery(q);
     tip(ev, "query col " + q + " (t " + colsToSamples(q, q + 1) + ") → key col " + k + " (t " + colsToSamples(k, k + 1) +
         "): " + fmt(currentMap().map[q * cols + k]));
@@ -558,7 +568,7 @@
   el.series.addEventListener("mousemove", function (ev) {
     var ax = geom.series, p = local(ev, el.series);
     if (!ax || p[0] < ax.x || p[0] > ax.x + ax.w || p[1] < ax.y || p[1] > geom.bars.y + geom.bars.h) { tip(ev, null); return; }
-    var t = ax.ix(p[0]), q = Math.floor(t / spc);
+    var t = ax.ix(p[0]), q = colOf(t);
     if (q < 0 || q >= cols) { tip(ev, null); return; }
     setQuery(q);
     tip(ev, "t = " + Math.round(t) + " samples → query col " + q);
@@ -626,7 +636,7 @@
     },
     heatCell: function (q, k) {
       var ax = geom.heat, b = el.heat.getBoundingClientRect();
-      return { x: b.left + ax.sx((k + 0.5) * spc), y: b.top + ax.sy((q + 0.5) * spc) };
+      return { x: b.left + ax.sx(at(k + 0.5)), y: b.top + ax.sy(at(q + 0.5)) };
     },
     seriesPoint: function (t) {
       var ax = geom.series, b = el.series.getBoundingClientRect();
