@@ -435,6 +435,43 @@ def test_reference_periods_and_two_widgets_in_one_page(browser, small, tmp_path)
         p.close()
 
 
+def test_padded_history_times_follow_the_boundary(browser, small, tmp_path):
+    """A forecaster that left-pads the history (VisionTS) puts the boundary at column 10 while
+    the series has 76 samples: column c starts at sample 76 - 80 + 8c, on the series and the map."""
+    res, _ = small
+    g = res.grid
+    grid = TokenGrid(rows=g.rows, cols=g.cols, prefix_tokens=1, history_cols=10, samples_per_col=8.0,
+                     history_length=76, horizon=g.horizon, history_boundary=10.0)
+    padded = _with(res, grid=grid, series=res.series[4:])
+    p = Loaded(browser, write_html(padded, tmp_path / "padded.html"))
+    try:
+        assert p.errors == []
+        for t, q in [(102.0, 13), (-2.0, 0), (2.5, 0), (5.5, 1)]:  # column 0 covers [-4, 4)
+            pt = p.js(f"api.seriesPoint({t})")
+            p.page.mouse.move(pt["x"], pt["y"])
+            assert p.js("api.state.query") == q, t
+        m = padded.time_map(*res.head_index(p.js("api.state.layer"), p.js("api.state.head")))
+        np.testing.assert_allclose(p.js("api.state.seriesAttention.values"), m[1], atol=(m.max() - m.min()) / 65535)
+    finally:
+        p.close()
+
+
+def test_visionts_result_renders():
+    """Every forecaster family: a (tiny, random) VisionTS result makes a page like ViTime's."""
+    pytest.importorskip("visionts", reason="needs the optional visionts package (pip install attnviz[visionts])")
+    from attnviz.analysis import MultiHeadAttentionRollout
+    from attnviz.forecasters.visionts import VisionTSForecaster, tiny_visionts
+
+    fc = VisionTSForecaster(tiny_visionts(seed=2), 24, allow_random_weights=True)
+    x = 3 + np.sin(np.arange(470) * 2 * np.pi / 24)
+    res = MultiHeadAttentionRollout(fc, layers="vision_model.decoder_blocks.*").analyze(x, 96)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = build_payload(res, reference_periods=[24])
+    assert data["grid"]["history_boundary"] * data["grid"]["samples_per_col"] > len(x)  # left padding
+    assert sum(data["heads"]) == sum(res.heads_of(i) for i in range(len(res.layer_names)))
+
+
 @pytest.fixture(scope="module")
 def bundled(tmp_path_factory):
     """The real bundled model on the seed signal, its page written (with truth and 2*pi*10)."""

@@ -149,6 +149,14 @@
     }
     ctx.stroke(); ctx.restore();
   }
+  // a title that fits: trimmed with an ellipsis when wider than maxW
+  function fitText(ctx, text, x, y, maxW) {
+    if (ctx.measureText(text).width > maxW) {
+      while (text.length > 1 && ctx.measureText(text + "…").width > maxW) text = text.slice(0, -1);
+      text += "…";
+    }
+    ctx.fillText(text, x, y);
+  }
   function haloText(ctx, text, x, y, color) {
     ctx.save(); ctx.lineWidth = 3; ctx.strokeStyle = "rgba(255,255,255,0.95)"; ctx.lineJoin = "round";
     ctx.strokeText(text, x, y); ctx.fillStyle = color; ctx.fillText(text, x, y); ctx.restore();
@@ -286,7 +294,7 @@
     var ctx = prep(el.heat, W, H), c = currentMap();
     var ax = new Axes(left, topM, side, side, [at(0), at(cols)], [at(0), at(cols)], true);
     ctx.font = font(12.5, "600"); ctx.fillStyle = C.ink; ctx.textBaseline = "top"; ctx.textAlign = "left";
-    ctx.fillText("time-time attention: " + D.layers[state.layer] + ", head " + state.head, 0, 2);
+    fitText(ctx, "time-time attention: " + D.layers[state.layer] + ", head " + state.head, 0, 2, W);
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(c.image, ax.x, ax.y, ax.w, ax.h);
     ctx.imageSmoothingEnabled = true;
@@ -362,7 +370,8 @@
     state.referencePeriods.forEach(function (p) {
       ctx.fillStyle = "rgba(2,158,115,0.10)";
       for (var k = 1; k * p <= xmax && k <= 40; k++) {
-        ctx.fillRect(ax.sx(k * p - spc / 2), ax.y, ax.sx(k * p + spc / 2) - ax.sx(k * p - spc / 2), ax.h);
+        if (p >= spc)  // the +-half-column band around each multiple, where bands do not merge
+          ctx.fillRect(ax.sx(k * p - spc / 2), ax.y, ax.sx(k * p + spc / 2) - ax.sx(k * p - spc / 2), ax.h);
         vline(ctx, ax, k * p, C.green, [2, 3], k === 1 ? 1.4 : 1);
       }
     });
@@ -429,8 +438,8 @@
     var W = el.series.clientWidth || 800, H = 330, left = 62, right = 16;
     var ctx = prep(el.series, W, H);
     ctx.font = font(12.5, "600"); ctx.fillStyle = C.ink; ctx.textBaseline = "top"; ctx.textAlign = "left";
-    ctx.fillText("series · attention of query column " + state.query + " (time " +
-                 colsToSamples(state.query, state.query + 1) + ") onto each key column", 0, 2);
+    fitText(ctx, "series · attention of query column " + state.query + " (time " +
+            colsToSamples(state.query, state.query + 1) + ") onto each key column", 0, 2, W);
     var items = [{ label: "history", color: C.blue }];
     if (forecast) items.push({ label: "forecast", color: C.orange });
     if (truth) items.push({ label: "truth", color: "#555", dash: [2, 2] });
