@@ -156,10 +156,32 @@ def test_visiontspp_forecast_and_quantiles_equal_its_forward(vt):
 # ----- the token-to-time map ----------------------------------------------------------------------------
 @pytest.mark.parametrize("name", GEOMETRIES)
 def test_image_and_forecast_follow_the_geometry(tiny, name):
+    length, horizon, p = GEOMETRIES[name]
+    check_image_and_forecast(tiny, series(length), horizon, p)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_drawn_geometries_are_faithful(tiny, seed):
+    """Geometries nobody chose: the forecast equals visionts' and the geometry explains it."""
+    rng = np.random.default_rng(100 + seed)
+    p = int(rng.choice([1, 5, 7, 12, 24, 52]))
+    length = int(rng.integers(p, 700))
+    horizon = int(rng.integers(1, 3 * length))
+    fc = forecaster(tiny, p)
+    try:
+        fc.geometry(length, horizon)
+    except ValueError as exc:  # a horizon too long for the image: take the longest it holds
+        horizon = int(str(exc).split("at most ")[1].split(",")[0])
+    x = series(length, seed)
+    out = check_image_and_forecast(tiny, x, horizon, p)
+    ref = visionts_forward(tiny, x, horizon, p)[0, :, 0].double().numpy()
+    assert np.max(np.abs(out.forecast - ref)) <= 1e-5, (length, horizon, p)
+
+
+def check_image_and_forecast(tiny, x: np.ndarray, horizon: int, p: int):
     """The MAE's input image is the folded, resized context and the forecast the reconstruction
     unfolded, both as the FoldedGrid weights say."""
-    length, horizon, p = GEOMETRIES[name]
-    x = series(length)
+    length = len(x)
     with Recorder(mae=tiny.vision_model) as rec:
         out = forecaster(tiny, p).predict(x, horizon)
     g = out.geometry
@@ -186,6 +208,7 @@ def test_image_and_forecast_follow_the_geometry(tiny, name):
     np.testing.assert_allclose(mine, out.forecast, atol=1e-4 * scale)
     # every output sample is shared out over the tokens exactly once
     np.testing.assert_allclose(g.output_weights.sum(axis=0), 1.0, atol=1e-9)
+    return out
 
 
 def test_tokens_of_one_row_share_phases_and_sit_whole_columns_apart(tiny):
