@@ -27,10 +27,10 @@ from ...validation import as_horizon, as_series
 from ..vitime.checkpoint import CheckpointError
 from .geometry import FoldedGrid, padding_sources, resize_weights
 
-__all__ = ["VisionTSForecast", "VisionTSForecaster", "import_visionts"]
+__all__ = ["VisionTSForecast", "VisionTSForecaster", "import_visionts", "untrained_reason"]
 
 INSTALL_HINT = "pip install attnviz[visionts]"
-#: visionts' names of the two families and the file each ``from_pretrained`` reads in ``ckpt_dir``.
+#: The model families ``from_pretrained`` builds: VisionTS (an ImageNet MAE) and VisionTS++.
 VARIANTS = ("visionts", "visiontspp")
 
 
