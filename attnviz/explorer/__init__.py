@@ -13,14 +13,14 @@ periods are drawn only when the caller gives them.
 Why plain JavaScript on ``<canvas>`` and no library: a time map is drawn with one
 ``putImageData`` of ``cols x cols`` pixels, scaled up, however many cells it has (an SVG/d3
 heat map makes a DOM node per cell: 5,929 per 77-column map, 1.4 M for a 1,232-sample map),
-the whole script is about 30 KB of readable source in ``explorer.js`` (no minified bundle to
+the whole script is about 40 KB of readable source in ``explorer.js`` (no minified bundle to
 vendor, audit and update), and with nothing to load the page works offline, from ``file://``
 and in a notebook without require.js.  The file makes no network request: no ``<link>``, no
 ``src=`` and no URL in it.
 
 Data go in as typed arrays in base64 (see ``attnviz.explorer.payload``): time maps quantised
 to uint16 per head over the head's own min..max, lag curves float32, the series float64.  The
-bundled model's result (18 layers x 8 heads, 77 columns) makes a file of about 2.4 MB.
+bundled model's result (18 layers x 8 heads, 77 columns) makes a file of about 2.5 MB.
 
 Each widget gets a fresh id: its root element is ``#attnviz-<id>`` and its script API is
 ``window.attnvizExplorer[<id>]`` (``state`` holds what is drawn: the heat map's values, the

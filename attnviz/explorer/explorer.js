@@ -74,7 +74,15 @@
     var out = [];
     for (var v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step)
       out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+    out.step = step;
     return out;
+  }
+  // a tick label with as many decimals as the tick step needs (0.005, 0.010, 0.015)
+  function fmtTick(v, step) {
+    if (v === 0) return "0";
+    var d = Math.max(0, Math.ceil(-Math.log10(step) - 1e-9)), a = Math.abs(v);
+    if (a >= 1e6 || d > 6) return v.toExponential(Math.min(6, Math.max(1, d + Math.floor(Math.log10(a)))));
+    return v.toFixed(d);
   }
   function prep(canvas, w, h) {
     var r = window.devicePixelRatio || 1;
@@ -119,14 +127,14 @@
       xt.forEach(function (v) {
         var p = Math.round(ax.sx(v)) + 0.5;
         ctx.beginPath(); ctx.moveTo(p, ax.y + ax.h); ctx.lineTo(p, ax.y + ax.h + 4); ctx.stroke();
-        ctx.fillText(fmt(v), p, ax.y + ax.h + 6);
+        ctx.fillText(fmtTick(v, xt.step), p, ax.y + ax.h + 6);
       });
     }
     ctx.textAlign = "right"; ctx.textBaseline = "middle";
     yt.forEach(function (v) {
       var p = Math.round(ax.sy(v)) + 0.5;
       ctx.beginPath(); ctx.moveTo(ax.x - 4, p); ctx.lineTo(ax.x, p); ctx.stroke();
-      ctx.fillText(fmt(v), ax.x - 6, p);
+      ctx.fillText(fmtTick(v, yt.step), ax.x - 6, p);
     });
     ctx.font = font(11.5);
     if (o.xlabel) { ctx.textAlign = "center"; ctx.textBaseline = "bottom"; ctx.fillText(o.xlabel, ax.x + ax.w / 2, ax.y + ax.h + (o.xticks === false ? 16 : 34)); }
@@ -318,10 +326,11 @@
     ctx.strokeStyle = C.ink; ctx.lineWidth = 1; ctx.strokeRect(cx + 0.5, ax.y + 0.5, cw, side);
     var cb = new Axes(cx, ax.y, cw, side, [0, 1], [c.vmin, c.vmax]);
     ctx.font = font(10.5); ctx.fillStyle = C.ink; ctx.textAlign = "left"; ctx.textBaseline = "middle";
-    ticks(c.vmin, c.vmax, 5).forEach(function (v) {
+    var ct = ticks(c.vmin, c.vmax, 5);
+    ct.forEach(function (v) {
       var p = Math.round(cb.sy(v)) + 0.5;
       ctx.beginPath(); ctx.moveTo(cx + cw, p); ctx.lineTo(cx + cw + 3, p); ctx.stroke();
-      ctx.fillText(c.log ? fmt(Math.pow(10, v)) : fmt(v), cx + cw + 5, p);
+      ctx.fillText(c.log ? fmt(Math.pow(10, v)) : fmtTick(v, ct.step), cx + cw + 5, p);
     });
     ctx.save(); ctx.translate(W - 4, ax.y + side / 2); ctx.rotate(-Math.PI / 2); ctx.textAlign = "center"; ctx.textBaseline = "bottom";
     ctx.font = font(11); ctx.fillStyle = C.soft;
@@ -357,6 +366,13 @@
     if (lastReliable < nLag - 1) items.push({ label: "lags not used for peaks", color: "#e9ebee", kind: "box" });
     var topM = legend(ctx, 4, 26, W - 8, items) + 4;
     var left = 62, right = 56, bottom = 46;
+    if (!xs.length) {  // one token column: no lag to show
+      ctx.font = font(12); ctx.fillStyle = C.soft; ctx.textAlign = "center";
+      ctx.fillText("no lags: the grid has one token column", W / 2, H / 2);
+      state.peakLabels = []; state.fundamentalLabel = null; state.lagProfile = null;
+      el.peaks.textContent = "no lags: one token column of " + fmt(spc) + " samples";
+      return;
+    }
     var lo = Math.min.apply(null, ys), hi = Math.max.apply(null, ys), span = hi - lo || Math.abs(hi) || 1;
     var ax = new Axes(left, topM, W - left - right, H - topM - bottom,
                       [0, D.lags[nLag - 1] + spc / 2], [lo - 0.06 * span, hi + 0.28 * span]);
@@ -416,10 +432,11 @@
     if (prof) {  // right axis of the profile
       ctx.save(); ctx.font = font(10.5); ctx.fillStyle = C.orange; ctx.strokeStyle = C.orange;
       ctx.textAlign = "left"; ctx.textBaseline = "middle";
-      ticks(prof.axes.yr[0], prof.axes.yr[1], 4).forEach(function (v) {
+      var pt = ticks(prof.axes.yr[0], prof.axes.yr[1], 4);
+      pt.forEach(function (v) {
         var p = Math.round(prof.axes.sy(v)) + 0.5;
         ctx.beginPath(); ctx.moveTo(ax.x + ax.w, p); ctx.lineTo(ax.x + ax.w + 4, p); ctx.stroke();
-        ctx.fillText(fmt(v), ax.x + ax.w + 6, p);
+        ctx.fillText(fmtTick(v, pt.step), ax.x + ax.w + 6, p);
       });
       ctx.restore();
       delete prof.axes;
