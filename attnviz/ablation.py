@@ -397,9 +397,10 @@ class HeadAblator:
         return self._one(x, h, chosen, mode, means, _truth(truth, h), baseline, base_res, analyze,
                          report_heads, decode)
 
-    def _one(self, x, h, chosen, mode, means, truth, baseline, base_res, analyze, report_heads, decode):
+    def _one(self, x, h, chosen, mode, means, truth, baseline, base_res, analyze, report_heads, decode,
+             forecast=None) -> AblationResult:
         with self.ablate(chosen, mode, means):
-            forecast = self.forecaster.predict(x, h, decode=decode)
+            forecast = forecast or self.forecaster.predict(x, h, decode=decode)
             res = self.explainer.analyze(x, h, decode=decode) if analyze else None
         report = tuple(self.resolve(report_heads if report_heads is not None else chosen))
         errors = {} if truth is None else {"mae_baseline": mae(baseline.forecast, truth),
@@ -414,9 +415,9 @@ class HeadAblator:
                 confidence: float = 0.95, n_boot: int = 2000, analyze: bool = True, batch_size: int = 16,
                 decode: str = "max") -> AblationComparison:
         """Top-``k`` ranked heads (or the given ``heads``) vs ``random_k`` (default: as many) random
-        heads, ``draws`` times.  The ranking is ``ranked_heads`` of the unablated model's analysis of ``series``.  Draw
-        ``i`` of a row with ``k`` heads uses ``numpy.random.default_rng([seed, k, i])``; the draws
-        run ``batch_size`` at a time (one head set per batch element)."""
+        heads, ``draws`` times.  The ranking is ``ranked_heads`` of the unablated model's analysis
+        of ``series``.  Draw ``i`` of ``k`` random heads uses ``numpy.random.default_rng([seed, k,
+        i])``; chosen heads and draws run ``batch_size`` at a time (one head set per batch element)."""
         x, h = as_series(series), as_horizon(horizon)
         if isinstance(draws, bool) or not isinstance(draws, numbers.Integral) or draws < 1:
             raise ValueError(f"draws must be a positive int, got {draws!r}")
@@ -433,7 +434,7 @@ class HeadAblator:
         means = self._means_for(mode, reference, len(x), h)
         truth = _truth(truth, h)
         baseline = self.forecaster.predict(x, h, decode=decode)
-        base_res = self.explainer.analyze(x, h, decode=decode)
+        base_res = self.explainer.analyze(x, h, decode=decode) if heads is None or analyze else None
         if heads is None:
             ranked = [(s.layer, int(s.head)) for s in base_res.ranked_heads if s.layer in self.modules]
             sets = [ranked[:k] for k in ks]
@@ -441,12 +442,12 @@ class HeadAblator:
         pool = self.all_heads
         for chosen in sets:
             k = int(random_k or len(chosen))
-            top = self._one(x, h, chosen, mode, means, truth, baseline, base_res, analyze, None, decode)
             picks = []
             for i in range(int(draws)):
                 rng = np.random.default_rng([int(seed), k, i])
                 picks.append(tuple(pool[j] for j in sorted(rng.choice(total, size=k, replace=False))))
-            forecasts = self.forecast_each(x, h, picks, mode, means, batch_size, decode)
+            first, *forecasts = self.forecast_each(x, h, [chosen, *picks], mode, means, batch_size, decode)
+            top = self._one(x, h, chosen, mode, means, truth, baseline, base_res, analyze, None, decode, first)
             vs_base = [mae(f.forecast, baseline.forecast) for f in forecasts]
             changes = vs_base if truth is None else [mae(f.forecast, truth) - top.mae_baseline for f in forecasts]
             changes_arr = np.asarray(changes, dtype=float)

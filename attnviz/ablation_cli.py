@@ -1,12 +1,13 @@
 """``attnviz ablate``: do the top-ranked (or chosen) heads matter more than random heads?
 
 Ablates the chosen heads of one series (as ``attnviz explain`` reads it), compares the error
-change with ``--random K`` random heads over ``--draws`` seeded draws, and writes
-``OUT/experiment_ablate_error_change_and_forecast.png`` (error change: chosen heads vs the random draws with their percentile
-interval; the forecast with and without ablation) and ``OUT/summary.json``.
+change with ``--random K`` random heads over ``--draws`` seeded draws, and writes, through the
+report writer, ``OUT/experiment_ablate_error_change_and_forecast.png`` (error change: chosen heads
+vs the random draws with their percentile interval; the forecast with and without ablation) and
+``OUT/summary.json``.
 
 The truth: ``--expr`` is evaluated ``--horizon`` samples further; ``--csv`` has one only with
-``--holdout`` (the last ``--horizon`` values of the column are held out).  Without a truth the
+``--holdout`` (the last ``--horizon`` values of the column, after any window, are held out).  Without a truth the
 error change is the MAE between the ablated and the unablated forecast.
 
 Only the standard library is imported at module level (``attnviz --help`` stays fast).
@@ -24,6 +25,7 @@ from .cli import UserError, _add_model_args, load_series, parse_heads
 
 __all__ = ["add_ablate_parser", "cmd_ablate", "plot_ablation"]
 
+
 def add_ablate_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``ablate`` on ``subparsers`` (``parser.add_subparsers(...)``) and return it."""
     p = subparsers.add_parser(
@@ -39,7 +41,7 @@ def add_ablate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--stop", type=non_negative_int, help="data row of the CSV to stop before")
     p.add_argument("--horizon", type=positive_int, default=720, help="forecast steps (default 720)")
     p.add_argument("--holdout", action="store_true",
-                   help="with --csv: hold out the last --horizon values as the truth")
+                   help="with --csv: hold out the last --horizon values (of the window) as the truth")
     heads = p.add_mutually_exclusive_group()
     heads.add_argument("--heads", help="heads to ablate as LAYER:HEAD pairs, e.g. '4:1,blocks.6.attn:3'")
     heads.add_argument("--top-k", type=positive_int, default=3, help="ablate the K top-ranked heads (default 3)")
