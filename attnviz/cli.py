@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from .argtypes import positive_int
+from .argtypes import non_negative_int, positive_float, positive_int
 
 
 class UserError(Exception):
@@ -31,19 +31,6 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def ensure_writable(out: str | Path) -> Path:
-    """Create ``out`` and prove we can write there, before any work is done."""
-    path = Path(out)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".attnviz-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"output directory {path} is not writable: {exc.strerror or exc}") from None
-    return path
-
-
 def parse_heads(text: str) -> str | list[tuple[str | int, int]]:
     """'auto' or a comma list of LAYER:HEAD (layer as index or module path), e.g. '3:2,blocks.1.attn:0'."""
     if text.strip() == "auto":
@@ -57,116 +44,70 @@ def parse_heads(text: str) -> str | list[tuple[str | int, int]]:
     return heads
 
 
-def load_series(args: argparse.Namespace) -> tuple[Any, str]:
-    """The series to explain, from --csv/--column or --expr/--length."""
+def load_series(args: argparse.Namespace) -> Any:
+    """The series to explain (a ``SeriesInput``), from --csv [--column] [window] or --expr/--length."""
     import numpy as np
 
+    from .series_input import RowWindow, SeriesInput, read_csv_series
+
+    window = RowWindow(getattr(args, "start", None), getattr(args, "stop", None), getattr(args, "last", None))
     if args.csv:
-        if not args.column:
-            raise UserError("--csv needs --column NAME")
-        return read_csv_column(Path(args.csv), args.column), f"{Path(args.csv).name}:{args.column}"
+        return read_csv_series(Path(args.csv), args.column, window)
+    if args.column or window.given:
+        raise UserError("--column, --last, --start and --stop pick from a --csv file; --expr takes --length")
     from .signals import evaluate_expression
 
     try:
-        return np.asarray(evaluate_expression(args.expr, args.length), dtype=float), args.expr
+        return SeriesInput(np.asarray(evaluate_expression(args.expr, args.length), dtype=float), args.expr)
     except (ValueError, TypeError) as exc:
         raise UserError(f"--expr: {exc}") from None
 
 
-def read_csv_column(path: Path, column: str) -> Any:
-    import csv
-
-    import numpy as np
-
-    if not path.is_file():
-        raise UserError(f"CSV file not found: {path}")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(row for row in handle if not row.startswith("#"))
-        if reader.fieldnames is None or column not in reader.fieldnames:
-            found = ", ".join(reader.fieldnames or []) or "no header"
-            raise UserError(f"column {column!r} not in {path} (columns: {found})")
-        values = []
-        for line, row in enumerate(reader, start=2):
-            cell = (row.get(column) or "").strip()
-            try:
-                values.append(float(cell))
-            except ValueError:
-                raise UserError(f"{path} line {line}: column {column!r} holds a non-numeric value {cell!r}") from None
-    if len(values) < 2:
-        raise UserError(f"{path}: column {column!r} has {len(values)} value(s); need at least 2")
-    return np.asarray(values)
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
-    import json
+    from .report import ReportWriter, model_label, resolve_heads, total_heads
 
-    out = ensure_writable(args.out)
     heads = parse_heads(args.heads)
-    series, label = load_series(args)
-    from .analysis import MultiHeadAttentionRollout
-    from .experiments import model_label, ranked_heads_json
-    from .plotting import Plotter
-    from .ranking import RankingCaveatWarning
-    from .validation import as_series
+    source = load_series(args)
+    with ReportWriter(Path(args.out), args.name) as report:  # checks --name and --out before any work
+        from .analysis import MultiHeadAttentionRollout
+        from .ranking import RankingCaveatWarning
+        from .validation import as_series
 
-    try:
-        series = as_series(series)
-    except (ValueError, TypeError) as exc:
-        raise UserError(str(exc)) from None
-    fc = _load(args)
-    res = MultiHeadAttentionRollout(fc).analyze(series, args.horizon)
-    with warnings.catch_warnings():  # the caveats are printed below as one-line notes
-        warnings.simplefilter("ignore", RankingCaveatWarning)
-        ranked = res.ranked_heads
-    notes = [caveat.detail for caveat in res.series_periodicity.caveats()]
-    if heads == "auto":
-        chosen = [(h.layer, int(h.head)) for h in ranked[: args.top_k]]
-    else:
-        chosen = []
-        for layer, head in heads:
-            name = _layer_name(res, layer)
-            if not 0 <= head < res.time_maps.shape[1]:
-                raise UserError(f"--heads: head {head} out of range; {name} has heads 0..{res.time_maps.shape[1] - 1}")
-            chosen.append((name, head))
-    plotter = Plotter()
-    files = [str(plotter.save_head(res, layer, head, out, experiment=args.name)) for layer, head in chosen]
-    files.append(str(plotter.save(plotter.score_grid(res), out / f"experiment_{args.name}_head_scores.png")))
-    files.append(str(plotter.save(plotter.series_panel(res, layer=chosen[0][0], head=chosen[0][1]), out / f"experiment_{args.name}_series.png")))
-    summary = {
-        "signal": label,
-        "length": int(len(series)),
-        "horizon": args.horizon,
-        "model": model_label(fc),
-        "grid": res.grid.to_dict(),
-        "ranking_caveats": notes,
-        "ranked_heads": ranked_heads_json(res),
-        "selected_heads": [
-            {"layer": layer, "head": head, "peaks_samples": est.peaks_samples.tolist(),
-             "fundamental_samples": est.fundamental_samples}
-            for layer, head, est in ((lay, hd, res.periods(lay, hd)) for lay, hd in chosen)
-        ],
-        "forecast": res.forecast.forecast.tolist(),
-        "files": files,
-    }
-    from .jsonutil import to_jsonable
-
-    (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=1) + "\n")
+        series = as_series(source.values)
+        fc = _load(args)
+        res = MultiHeadAttentionRollout(fc).analyze(series, args.horizon)
+        with warnings.catch_warnings():  # the caveats are printed below as one-line notes
+            warnings.simplefilter("ignore", RankingCaveatWarning)
+            ranked = res.ranked_heads
+        caveats = [caveat.detail for caveat in res.series_periodicity.caveats()]
+        notes = list(caveats)
+        available = total_heads(res)
+        if heads == "auto" and args.top_k > available:
+            notes.append(f"--top-k {args.top_k} is more than the {available} heads of this model; drawing all {available}")
+        chosen = resolve_heads(res, heads, min(args.top_k, available))
+        summary = report.write_analysis(
+            res,
+            chosen,
+            reference_periods=tuple(args.known_period or ()),
+            html=args.html,
+            extra={
+                "signal": source.label,
+                "length": int(len(series)),
+                "horizon": args.horizon,
+                "rows": source.rows,
+                "model": model_label(fc),
+                "ranking_caveats": caveats,
+                "forecast": res.forecast.forecast.tolist(),
+            },
+        )
+    if report.replaced:
+        notes.append(f"replaced {report.replaced} file(s) of an earlier run in {args.out}")
     for note in notes:
-        print(f"attnviz explain: note: {note}", file=sys.stderr)
+        print(f"attnviz explain: note: {printable(note)}", file=sys.stderr)
     top = ranked[0]
     print(f"top head: {top.layer} head {top.head} (score {top.score:.3f}, period {top.period_samples:.1f} samples)")
-    print(f"wrote {len(files)} figures and {out / 'summary.json'}")
+    print(f"wrote {len(summary['files'])} files and {Path(args.out) / 'summary.json'}")
     return 0
-
-
-def _layer_name(res: Any, layer: str | int) -> str:
-    if isinstance(layer, int):
-        if not 0 <= layer < len(res.layer_names):
-            raise UserError(f"--heads: layer index {layer} out of range 0..{len(res.layer_names) - 1}")
-        return res.layer_names[layer]
-    if layer not in res.layer_names:
-        raise UserError(f"--heads: unknown layer {layer!r}; layers: {', '.join(res.layer_names)}")
-    return layer
 
 
 def _load(args: argparse.Namespace, configured: str | None = None) -> Any:
@@ -183,10 +124,9 @@ def cmd_experiments(args: argparse.Namespace, configured: str | None = None) -> 
     unknown = [n for n in (only or []) if n not in EXPERIMENTS]
     if unknown:
         raise UserError(f"unknown experiment(s) {', '.join(unknown)}; available: {', '.join(EXPERIMENTS)}")
-    out = ensure_writable(args.out)
     fc = _load(args, configured)
     print(f"model: {fc.source} ({fc.config.describe()})", file=sys.stderr)
-    outcomes = run_experiments(fc, out, only)
+    outcomes = run_experiments(fc, Path(args.out), only)
     print(format_table(outcomes))
     return 0
 
@@ -221,15 +161,28 @@ def build_parser() -> argparse.ArgumentParser:
     source = explain.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", help="CSV file with a header row")
     source.add_argument("--expr", help="safe expression in n, e.g. 'sin(2*pi*n/57) + 0.1*cos(n/3)'")
-    explain.add_argument("--column", help="CSV column to use (with --csv)")
+    explain.add_argument("--column", help="CSV column to use (default: the file's only numeric column)")
+    explain.add_argument("--last", type=positive_int, help="use the last N data rows of the CSV")
+    explain.add_argument("--start", type=non_negative_int, help="first data row of the CSV to use (from 0, after the header)")
+    explain.add_argument("--stop", type=non_negative_int, help="data row of the CSV to stop before")
     explain.add_argument("--length", type=positive_int, default=512, help="samples of --expr (default 512)")
     explain.add_argument("--horizon", type=positive_int, default=720, help="forecast steps (default 720)")
     explain.add_argument("--heads", default="auto", help="'auto' (top-ranked) or LAYER:HEAD pairs, e.g. '3:2,5:1'")
     explain.add_argument("--top-k", type=positive_int, default=3, help="heads to plot with --heads auto")
-    explain.add_argument("--name", default="explain", help="name used in figure file names")
+    explain.add_argument(
+        "--known-period", type=positive_float, action="append", metavar="SAMPLES",
+        help="a period you know the series has (samples); drawn with its multiples on the figures (repeatable). "
+        "Without it the figures mark each head's detected fundamental",
+    )
+    explain.add_argument("--html", action="store_true", help="also write an offline interactive explorer page")
+    explain.add_argument("--name", default="explain", help="plain name used in file names (letters, digits, _ . -)")
     explain.add_argument("--out", default="attnviz-out", help="output directory")
     _add_model_args(explain)
     explain.set_defaults(func=cmd_explain)
+
+    from .scan.command import add_scan_parser
+
+    add_scan_parser(sub, _add_model_args)
 
     experiments = sub.add_parser("experiments", help="regenerate the built-in experiments (= python main.py)")
     add_experiment_args(experiments)
@@ -269,17 +222,22 @@ def run(func: Any, args: argparse.Namespace, **kwargs: Any) -> int:
     try:
         return int(func(args, **kwargs) or 0)
     except UserError as exc:
-        print(f"attnviz: error: {exc}", file=sys.stderr)
+        print(f"attnviz: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, FileNotFoundError) as exc:
         if os.environ.get("ATTNVIZ_DEBUG"):
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"attnviz: error: {message}", file=sys.stderr)
+        print(f"attnviz: error: {printable(message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("attnviz: interrupted", file=sys.stderr)
         return 130
+
+
+def printable(message: str) -> str:
+    """``message`` with control characters (ANSI escapes from a CSV header, say) escaped."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

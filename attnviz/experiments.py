@@ -6,7 +6,6 @@ verdict) into ``<out>/<name>/``.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 
 from .jsonutil import to_jsonable
+from .report import ReportWriter, model_label, ranked_heads_json, resolve_heads, selected_heads_json
 
 SEED_EXPR = "sin(n/10) + sin(n/5 + 50) + cos(n + 50)"
 TWO_HARMONICS_EXPR = "sin(n/5 + 50) + cos(n + 50)"
@@ -30,6 +30,7 @@ class Experiment:
 
     heads: "auto" (the ``top_k`` best-ranked heads) or explicit (layer name or index, head) pairs.
     layers: restrict the analysis to these layer-name patterns (None = every attention layer).
+    known_periods: the signal's true periods (samples); the figures draw them as reference periods.
     """
 
     name: str
@@ -186,30 +187,8 @@ def curve_period_strength(lags: np.ndarray, values: np.ndarray, period: float, m
     return float(np.mean(picks)) if picks else 0.0
 
 
-def model_label(forecaster: Any) -> str | None:
-    """Where the weights came from, without machine-specific paths for the bundled model."""
-    from .weights import is_bundled
-
-    source = getattr(forecaster, "source", None)
-    return f"bundled:{Path(source).name}" if is_bundled(forecaster) else source
-
-
-def ranked_heads_json(res: Any, limit: int | None = None) -> list[dict[str, Any]]:
-    heads = res.ranked_heads if limit is None else res.ranked_heads[:limit]
-    return [
-        {"layer": h.layer, "head": int(h.head), "score": h.score, "period_samples": h.period_samples}
-        for h in heads
-    ]
-
-
 def select_heads(res: Any, exp: Experiment) -> list[tuple[str, int]]:
-    if exp.heads == "auto":
-        return [(h.layer, int(h.head)) for h in res.ranked_heads[: exp.top_k]]
-    chosen = []
-    for layer, head in exp.heads:
-        name = res.layer_names[layer] if isinstance(layer, int) else layer
-        chosen.append((name, int(head)))
-    return chosen
+    return resolve_heads(res, exp.heads, exp.top_k)
 
 
 class ExperimentRunner:
@@ -233,18 +212,17 @@ class ExperimentRunner:
 
     # ----- per-kind runners ----------------------------------------------------------------------
     def run(self, exp: Experiment) -> Outcome:
+        """Run one experiment into ``<out>/<name>/`` through the report writer (figures +
+        summary.json; an earlier run's files there are replaced, see :mod:`attnviz.report`)."""
         start = time.time()
-        folder = self.out_dir / exp.name
-        folder.mkdir(parents=True, exist_ok=True)
-        # Figures of an earlier run may name other heads (another model, another ranking):
-        # remove this experiment's own figures so the folder shows only this run.
-        for stale in folder.glob(f"experiment_{exp.name}_*.png"):
-            stale.unlink()
-        runner: Callable[[Experiment, Path], Outcome] = getattr(self, f"_run_{exp.kind}")
-        outcome = runner(exp, folder)
-        outcome.seconds = round(time.time() - start, 2)
-        outcome.details.setdefault("model", model_label(self.forecaster))
-        (folder / "summary.json").write_text(json.dumps(outcome.to_dict(), indent=1) + "\n")
+        runner: Callable[[Experiment, ReportWriter], Outcome] = getattr(self, f"_run_{exp.kind}")
+        with ReportWriter(self.out_dir / exp.name, exp.name, self.plotter) as report:
+            outcome = runner(exp, report)
+            outcome.details.setdefault("model", model_label(self.forecaster))
+            outcome.seconds = round(time.time() - start, 2)
+            summary = outcome.to_dict()
+            summary.pop("files")
+            outcome.files = report.finish(summary)["files"]
         return outcome
 
     def _signal(self, expr: str, length: int) -> np.ndarray:
@@ -260,36 +238,18 @@ class ExperimentRunner:
         full = self._signal(expr, length + horizon)
         return full[:length], full[length:]
 
-    def _head_figures(
-        self,
+    @staticmethod
+    def _figures(
+        report: ReportWriter,
         res: Any,
         exp: Experiment,
-        folder: Path,
         heads: Sequence[tuple[str, int]],
         truth: np.ndarray | None = None,
+        reference_periods: Sequence[float] | None = None,
     ) -> list[str]:
-        files = []
-        for layer, head in heads:
-            files.append(
-                str(self.plotter.save_head(res, layer, head, folder, experiment=exp.name, known_periods=exp.known_periods))
-            )
-        if heads:
-            best_layer, best_head = heads[0]
-            files.append(
-                str(self.plotter.save(self.plotter.layer_overview(res, best_layer), folder / f"experiment_{exp.name}_layer_overview.png"))
-            )
-            files.append(
-                str(self.plotter.save(self.plotter.score_grid(res), folder / f"experiment_{exp.name}_head_scores.png"))
-            )
-            files.append(
-                str(
-                    self.plotter.save(
-                        self.plotter.series_panel(res, layer=best_layer, head=best_head, truth=truth),
-                        folder / f"experiment_{exp.name}_series.png",
-                    )
-                )
-            )
-        return files
+        """The standard figures, with the experiment's known periods as reference periods."""
+        periods = exp.known_periods if reference_periods is None else reference_periods
+        return report.analysis_figures(res, heads, reference_periods=periods, truth=truth)
 
     @staticmethod
     def _forecast_error(res: Any, truth: np.ndarray | None) -> dict[str, float] | None:
@@ -303,24 +263,13 @@ class ExperimentRunner:
         return {"mae": model, "mean_forecast_mae": baseline, "ratio_to_mean": model / baseline}
 
     def _single_details(self, res: Any, heads: Sequence[tuple[str, int]]) -> dict[str, Any]:
-        per_head = []
-        for layer, head in heads:
-            est = res.periods(layer, head)
-            per_head.append(
-                {
-                    "layer": layer,
-                    "head": head,
-                    "peaks_samples": np.round(est.peaks_samples, 2).tolist(),
-                    "fundamental_samples": est.fundamental_samples,
-                }
-            )
         return {
             "grid": res.grid.to_dict(),
-            "selected_heads": per_head,
+            "selected_heads": selected_heads_json(res, heads),
             "ranked_heads": ranked_heads_json(res, 12),
         }
 
-    def _run_single(self, exp: Experiment, folder: Path) -> Outcome:
+    def _run_single(self, exp: Experiment, report: ReportWriter) -> Outcome:
         series, truth = self._history_and_truth(exp.signal, exp.length, exp.horizon)
         res = self.analyze(exp.signal, series, exp.horizon)
         heads = select_heads(res, exp)
@@ -328,7 +277,7 @@ class ExperimentRunner:
         hits = heads_with_period(res, period)
         if hits and (hits[0]["layer"], hits[0]["head"]) not in heads:
             heads = [(hits[0]["layer"], hits[0]["head"]), *heads]  # the clearest periodic head too
-        files = self._head_figures(res, exp, folder, heads, truth)
+        files = self._figures(report, res, exp, heads, truth)
         details = self._single_details(res, heads)
         details["forecast_vs_truth"] = self._forecast_error(res, truth)
         details["heads_with_fundamental_peaks"] = hits
@@ -345,7 +294,7 @@ class ExperimentRunner:
         )
         return Outcome(exp.name, exp.title, exp.expected, observed, verdict, files, details)
 
-    def _run_contrast(self, exp: Experiment, folder: Path) -> Outcome:
+    def _run_contrast(self, exp: Experiment, report: ReportWriter) -> Outcome:
         ref_expr = exp.params["reference_signal"]
         period = exp.known_periods[0]
         ref_res = self.analyze(ref_expr, self._signal(ref_expr, exp.length), exp.horizon)
@@ -382,7 +331,7 @@ class ExperimentRunner:
                 }
             )
         drawn = [(r["layer"], r["head"]) for r in rows if r["showed_it"]][: exp.top_k] or select_heads(res, exp)
-        files = self._head_figures(res, exp, folder, drawn, truth)
+        files = self._figures(report, res, exp, drawn, truth)
         if not counted:
             verdict, observed = "fail", f"no head showed ~{period:.1f}-sample peaks in {exp.params['reference']}, nothing to contrast"
         else:
@@ -398,7 +347,7 @@ class ExperimentRunner:
         details["contrast"] = rows
         return Outcome(exp.name, exp.title, exp.expected, observed, verdict, files, details)
 
-    def _run_period_sweep(self, exp: Experiment, folder: Path) -> Outcome:
+    def _run_period_sweep(self, exp: Experiment, report: ReportWriter) -> Outcome:
         from .signals import sinusoid
 
         periods = exp.params["periods"]
@@ -412,12 +361,12 @@ class ExperimentRunner:
         true = np.array(periods, dtype=float)
         ok = np.abs(detected - true) <= np.maximum(spc, 0.08 * true)
         fig = self.plotter.period_sweep(true, detected, spc)
-        files = [str(self.plotter.save(fig, folder / f"experiment_{exp.name}_detected_vs_true.png"))]
+        files = [report.add_figure(fig, "detected_vs_true", kind="period_sweep")]
         verdict = "pass" if ok.mean() >= 0.75 else "fail"
         observed = f"{int(ok.sum())}/{len(ok)} periods recovered within max(one column = {spc:g}, 8 %)"
         return Outcome(exp.name, exp.title, exp.expected, observed, verdict, files, {"sweep": rows, "within_tolerance": ok.tolist()})
 
-    def _run_noise(self, exp: Experiment, folder: Path) -> Outcome:
+    def _run_noise(self, exp: Experiment, report: ReportWriter) -> Outcome:
         from .signals import add_noise
 
         clean = self._signal(exp.signal, exp.length)
@@ -442,24 +391,24 @@ class ExperimentRunner:
             )
             curves.append((f"{snr} dB", *res.lag_curve(layer, head)))
         holds = [r["snr_db"] for r in rows if r["peaks_near_multiples"]]
-        fig = self.plotter.lag_curves(curves, known_periods=(period,), title=f"{layer} head {head}: lag curve vs SNR")
-        files = [str(self.plotter.save(fig, folder / f"experiment_{exp.name}_layer_{ref.layer_names.index(layer)}_head_{head}_snr.png"))]
+        fig = self.plotter.lag_curves(curves, reference_periods=(period,), title=f"{layer} head {head}: lag curve vs SNR")
+        suffix = f"layer_{ref.layer_index(layer)}_head_{head}_snr"
+        files = [report.add_figure(fig, suffix, kind="lag_curves", reference_periods=(period,), layer=layer, head=head)]
         observed = (
             f"{layer} head {head} keeps peaks near multiples of {period:.1f} down to {min(holds)} dB"
             if holds else f"{layer} head {head} shows no ~{period:.1f}-sample peaks at any tested SNR"
         )
         return Outcome(exp.name, exp.title, exp.expected, observed, "info", files, {"layer": layer, "head": head, "snr": rows})
 
-    def _run_dataset(self, exp: Experiment, folder: Path) -> Outcome:
+    def _run_dataset(self, exp: Experiment, report: ReportWriter) -> Outcome:
         from .datasets import load_dataset
 
         data = load_dataset(exp.params["dataset"])
         series = np.asarray(data.values, dtype=float)[-exp.length:]
         res = self.analyze(f"dataset:{data.name}", series, exp.horizon)
         known = (float(data.known_period_samples),)
-        exp = Experiment(**{**asdict(exp), "known_periods": known})
         heads = select_heads(res, exp)
-        files = self._head_figures(res, exp, folder, heads)
+        files = self._figures(report, res, exp, heads, reference_periods=known)
         top = res.ranked_heads[0]
         tol = max(res.grid.samples_per_col, 0.08 * known[0])
         ok = np.isfinite(top.period_samples) and abs(top.period_samples - known[0]) <= tol

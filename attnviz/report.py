@@ -41,6 +41,7 @@ __all__ = [
     "ranked_heads_json",
     "resolve_heads",
     "selected_heads_json",
+    "write_report",
 ]
 
 SUMMARY = "summary.json"
@@ -200,6 +201,12 @@ class ReportWriter:
         self.records.append(FigureRecord(filename, kind, layer, head, check_reference_periods(reference_periods)))
         return filename
 
+    def add_table(self, filename: str, text: str) -> str:
+        """A table (CSV text) written under its own plain ``filename``, listed in ``files``."""
+        check_name(filename)
+        self._staged(filename).write_text(text)
+        return self._record(filename, "table", (), None, None)
+
     def head_figure(self, res: Any, layer: str, head: int, reference_periods: Sequence[float] = ()) -> str:
         """Heat map + lag curve of one head (reference periods only when given)."""
         periods = check_reference_periods(reference_periods)
@@ -239,14 +246,41 @@ class ReportWriter:
         return files
 
     def explorer_page(self, res: Any, *, reference_periods: Sequence[float] = (), truth: Any = None,
-                      selected: Sequence[tuple[str, int]] | None = None) -> str:
-        """The offline interactive explorer (:mod:`attnviz.explorer`) as ``experiment_<name>_explorer.html``."""
+                      selected: tuple[str, int] | None = None, title: str | None = None) -> str:
+        """The offline interactive explorer (:mod:`attnviz.explorer`) as ``experiment_<name>_explorer.html``,
+        opened on ``selected`` (default the top-ranked head)."""
         from .explorer import write_html
 
         periods = check_reference_periods(reference_periods)
         filename = f"experiment_{self.name}_explorer.html"
-        write_html(res, self._staged(filename), reference_periods=periods, truth=truth, selected=selected)
+        write_html(res, self._staged(filename), reference_periods=periods, truth=truth, selected=selected,
+                   title=title or self.name)
         return self._record(filename, "explorer", periods, None, None)
+
+    def write_analysis(
+        self,
+        res: Any,
+        heads: Sequence[tuple[str, int]],
+        *,
+        reference_periods: Sequence[float] = (),
+        truth: Any = None,
+        html: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The standard figures (+ the explorer page with ``html``) and a summary with the
+        grid, reference periods, ranking and the chosen heads' peaks; ``extra`` goes first."""
+        periods = check_reference_periods(reference_periods)
+        self.analysis_figures(res, heads, reference_periods=periods, truth=truth)
+        if html:
+            self.explorer_page(res, reference_periods=periods, truth=truth, selected=heads[0] if heads else None,
+                               title=str((extra or {}).get("signal", self.name)))
+        return self.finish({
+            **(extra or {}),
+            "grid": res.grid.to_dict(),
+            "reference_periods": list(periods),
+            "ranked_heads": ranked_heads_json(res),
+            "selected_heads": selected_heads_json(res, heads),
+        })
 
     # ----- finishing -------------------------------------------------------------------------------
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
@@ -257,7 +291,7 @@ class ReportWriter:
         if self.finished:
             raise RuntimeError("this report was already finished or aborted")
         summary = dict(summary)
-        summary["figures"] = [r.to_dict() for r in self.records]
+        summary["figures"] = [r.to_dict() for r in self.records if r.kind != "table"]
         summary["files"] = [str(self.out_dir / r.file) for r in self.records]
         text = json.dumps(to_jsonable(summary), indent=1) + "\n"
         (self.stage / SUMMARY).write_text(text)
@@ -291,6 +325,27 @@ class ReportWriter:
             except FileNotFoundError:
                 pass
         return removed
+
+
+def write_report(
+    res: Any,
+    out_dir: str | Path,
+    name: str,
+    heads: str | Sequence[tuple[str | int, int]] = "auto",
+    *,
+    top_k: int = 3,
+    reference_periods: Sequence[float] = (),
+    truth: Any = None,
+    html: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One call from a notebook or script: the standard figures of ``heads`` (default the
+    ``top_k`` best-ranked) and ``summary.json`` in ``out_dir``; returns the summary written.
+
+    ``extra`` entries are added to the summary (the signal, the model, your notes)."""
+    with ReportWriter(Path(out_dir), name) as report:
+        chosen = resolve_heads(res, heads, min(int(top_k), total_heads(res)))
+        return report.write_analysis(res, chosen, reference_periods=reference_periods, truth=truth, html=html, extra=extra)
 
 
 def ensure_writable_dir(out: Any) -> Path:

@@ -118,6 +118,74 @@ def test_unwritable_output_dir_is_a_file(tmp_path):
     assert proc.returncode == 2 and "not writable" in proc.stderr
 
 
+def test_explain_draws_reference_periods_only_when_given(tmp_path):
+    expr = "sin(2*pi*n/48)"
+    plain = attnviz_cli("explain", "--expr", expr, "--top-k", "2", "--out", str(tmp_path / "plain"))
+    assert plain.returncode == 0, plain.stderr
+    summary = json.loads((tmp_path / "plain" / "summary.json").read_text())
+    assert summary["reference_periods"] == []
+    assert [f["reference_periods"] for f in summary["figures"]] == [[]] * len(summary["figures"])
+    given = attnviz_cli("explain", "--expr", expr, "--top-k", "2", "--known-period", "48", "--known-period", "96",
+                        "--out", str(tmp_path / "given"))
+    assert given.returncode == 0, given.stderr
+    summary = json.loads((tmp_path / "given" / "summary.json").read_text())
+    assert summary["reference_periods"] == [48.0, 96.0]
+    heads = [f for f in summary["figures"] if f["kind"] == "head"]
+    assert len(heads) == 2 and all(f["reference_periods"] == [48.0, 96.0] for f in heads)
+    listed = sorted(Path(f).name for f in summary["files"])
+    assert sorted(p.name for p in (tmp_path / "given").iterdir() if p.name != "summary.json") == listed
+
+
+def test_explain_a_window_of_a_csv_without_naming_the_column(tmp_path):
+    csv = tmp_path / "demand.csv"
+    rows = [f"2024-01-01T{i:05d},{np.sin(2 * np.pi * i / 48):.5f}" for i in range(2000)]
+    csv.write_text("\ufefftimestamp,value\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    proc = attnviz_cli("explain", "--csv", str(csv), "--last", "512", "--horizon", "336", "--top-k", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"]["column"] == "value" and summary["rows"]["first_row"] == 1488
+    assert summary["rows"]["count"] == summary["length"] == 512 and summary["rows"]["last_line"] == 2001
+    assert summary["signal"] == "demand.csv:value"
+
+
+@pytest.mark.parametrize("name", ["/../../../x", "a/b", ".."])
+def test_explain_name_must_be_plain(tmp_path, name):
+    out = tmp_path / "deep" / "out"
+    proc = attnviz_cli("explain", "--expr", "sin(n)", "--name", name, "--out", str(out))
+    assert proc.returncode == 2 and "plain name" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.rglob("*.png")) and not (ROOT.parent / "x_head_scores.png").exists()
+
+
+def test_control_characters_in_a_csv_header_are_escaped(tmp_path):
+    csv = tmp_path / "d.csv"
+    csv.write_text("\x1b[31mload\x1b[0m,t\n1,2\n3,4\n")
+    proc = attnviz_cli("explain", "--csv", str(csv), "--column", "load", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "\x1b" not in proc.stderr and "\\x1b[31mload" in proc.stderr
+
+
+def test_explain_html_writes_one_offline_page(tmp_path):
+    proc = attnviz_cli("explain", "--expr", "sin(2*pi*n/40)", "--top-k", "1", "--known-period", "40", "--html",
+                       "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    (page,) = [f for f in summary["figures"] if f["kind"] == "explorer"]
+    assert page["file"] == "experiment_explain_explorer.html" and page["reference_periods"] == [40.0]
+    html = (tmp_path / page["file"]).read_text()
+    assert 100_000 < len(html) < 5_000_000 and "http://" not in html and "https://" not in html
+
+
+def test_top_k_is_bounded_by_the_heads_of_the_model(tmp_path):
+    weights = ROOT / "tests" / "fixtures" / "vitime-upstream-small" / "checkpoint.pth"
+    proc = attnviz_cli("explain", "--expr", "sin(n/10)", "--length", "256", "--horizon", "384", "--weights", str(weights),
+                       "--top-k", "100000", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    heads = len(summary["ranked_heads"])
+    assert f"--top-k 100000 is more than the {heads} heads of this model; drawing all {heads}" in proc.stderr
+    assert len(summary["selected_heads"]) == heads
+
+
 def test_convert_command(tmp_path):
     src = ROOT / "tests" / "fixtures" / "vitime-upstream-small" / "checkpoint.pth"
     proc = attnviz_cli("convert", str(src), str(tmp_path / "native.safetensors"))

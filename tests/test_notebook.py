@@ -24,3 +24,5 @@ def test_quickstart_notebook_executes(monkeypatch):
     assert len(images) >= 2, "the Plotter figures should render inline"
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     assert "fundamental (samples)" in text and "one token column = 16 samples" in text
+    # the report cell writes through the one report writer, with the reference period it was given
+    assert "head_scores" in text and "reference periods: [62.83" in text
