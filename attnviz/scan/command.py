@@ -1,0 +1,134 @@
+"""``attnviz scan``: the command line of a dataset scan (parser + the command)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..argtypes import positive_int
+
+__all__ = ["add_scan_parser", "cmd_scan"]
+
+
+def add_scan_parser(sub: Any, add_model_args: Any) -> argparse.ArgumentParser:
+    """Register ``attnviz scan`` on the CLI's subparsers."""
+    scan = sub.add_parser(
+        "scan", help="many series: heads.csv, series.csv, summary.json with intervals and a null baseline (resumable)"
+    )
+    source = scan.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", help="a CSV file with one series per column (header = series names)")
+    source.add_argument("--folder", help="a folder of CSV files, one series each")
+    source.add_argument("--synthetic", type=positive_int, metavar="COUNT",
+                        help="seeded 1-3-sinusoid mixtures with a known period and continuation")
+    scan.add_argument("--column", help="with --folder: the column to read (default: each file's only numeric column)")
+    scan.add_argument("--seed", type=int, default=0, help="seed of the synthetic series, surrogates and bootstrap (default 0)")
+    scan.add_argument("--length", type=positive_int, default=512, help="history samples per series: the last LENGTH (default 512)")
+    scan.add_argument("--horizon", type=positive_int, default=720, help="forecast steps (default 720)")
+    scan.add_argument("--holdout", action="store_true",
+                      help="keep each series' last HORIZON values back as truth (forecast MAE in series.csv)")
+    scan.add_argument("--batch-size", type=positive_int, default=16, help="series per model call (default 16)")
+    scan.add_argument("--shard-size", type=positive_int, default=32, help="series per shard file (default 32)")
+    scan.add_argument("--no-null", action="store_true", help="skip the null baseline (halves the work)")
+    scan.add_argument("--out", default="attnviz-scan", help="output directory (a rerun resumes from its shards)")
+    add_model_args(scan)
+    scan.set_defaults(func=cmd_scan)
+    return scan
+
+
+def _items(args: argparse.Namespace) -> tuple[list[Any], str]:
+    from .sources import csv_columns, csv_folder, synthetic
+
+    if args.synthetic:
+        if args.column:
+            raise ValueError("--column is for --folder")
+        return synthetic(args.synthetic, args.seed, args.length, args.horizon), f"synthetic:{args.synthetic}:seed={args.seed}"
+    if args.csv:
+        if args.column:
+            raise ValueError("--column is for --folder; with --csv every column is a series")
+        return csv_columns(Path(args.csv), args.length, args.horizon, args.holdout), f"csv:{Path(args.csv).name}"
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise ValueError(f"--folder {folder} is not a folder")
+    return csv_folder(folder, args.length, args.horizon, args.holdout, args.column), f"folder:{folder.name}"
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from ..analysis import MultiHeadAttentionRollout
+    from ..progress import ProgressBar
+    from ..report import ensure_writable_dir, model_label
+    from ..weights import load_forecaster
+    from .runner import Distributed, run_shards
+    from .shards import ScanSettings, claim_folder, names_digest
+
+    items, source = _items(args)
+    if not items:
+        raise ValueError(f"{source} holds no series")
+    where = Distributed.from_env(args.device)
+    device = f"cuda:{where.local_rank}" if where.world > 1 and args.device.startswith("cuda") else args.device
+    out = ensure_writable_dir(args.out)
+    try:
+        fc = load_forecaster(args.weights, device=device, trust_checkpoint=args.trust_checkpoint)
+        explainer = MultiHeadAttentionRollout(fc)
+        heads = explainer.num_heads
+        settings = ScanSettings(
+            source=source, series=len(items), names_digest=names_digest([i.name for i in items]),
+            length=args.length, horizon=args.horizon, holdout=bool(args.holdout or args.synthetic),
+            null=not args.no_null, seed=args.seed, shard_size=args.shard_size, model=str(model_label(fc)),
+            layers=len(heads), heads=max(heads.values()),
+        )
+        if where.rank == 0:
+            existing = claim_folder(out, settings)
+        where.barrier()
+        if where.rank != 0:
+            existing = claim_folder(out, settings)
+        talk = where.rank == 0
+        if talk and existing:
+            print(f"attnviz scan: resuming in {out}: {existing} shard file(s) found", file=sys.stderr)
+        start = time.time()
+        bar = ProgressBar(max(1, -(-settings.shards // where.world)), "scan shards", every=1) if talk else None
+        done = run_shards(
+            explainer, items, out, settings, args.batch_size, where,
+            report=lambda message: print(f"attnviz scan: rank {where.rank}: {message}", file=sys.stderr),
+            progress=(lambda step, total: bar.update(step)) if bar else (lambda step, total: None),
+        )
+        where.barrier()
+        if where.rank != 0:
+            return 0
+        grid = fc.grid(args.length, args.horizon)
+        summary = _write_report(out, settings, explainer, grid.samples_per_col, done, time.time() - start)
+    finally:
+        where.close()
+    print(f"scanned {summary['scanned']} series ({summary['skipped']} skipped) -> {out / 'heads.csv'}, "
+          f"{out / 'series.csv'}, {out / 'summary.json'}")
+    return 0
+
+
+def _write_report(out: Path, settings: Any, explainer: Any, samples_per_col: float, done: dict[str, int], seconds: float) -> dict[str, Any]:
+    from ..report import ReportWriter
+    from .figures import interval_figure, similarity_figure
+    from .merge import merge_shards
+    from .stats import head_clusters
+
+    names = explainer.layer_names
+    merged = merge_shards(out, settings, names, [explainer.num_heads[n] for n in names], samples_per_col)
+    summary = merged.summary(settings.seed)
+    with ReportWriter(out, "scan") as report:
+        report.add_table("heads.csv", merged.heads_csv())
+        report.add_table("series.csv", merged.series_csv())
+        plotter = report.plotter
+        stats = merged.head_statistics(settings.seed)
+        fig = plotter.score_heatmap(stats["score"].mean, names, title=f"mean periodicity score over {summary['scanned']} series")
+        report.add_figure(fig, "head_scores", kind="head_scores")
+        report.add_figure(interval_figure(plotter, summary["heads"], summary["scanned"]), "head_intervals", kind="head_intervals")
+        clusters, order = head_clusters(merged.similarity, merged.real)
+        labels = [merged.head_label(i) for i in range(merged.similarity.shape[0])]
+        fig = similarity_figure(plotter, merged.similarity, order, labels, [c.members for c in clusters])
+        report.add_figure(fig, "head_clusters", kind="head_clusters")
+        recovery = merged.period_recovery()
+        if recovery is not None:
+            fig = plotter.period_sweep(recovery["true"], recovery["detected"], samples_per_col,
+                                       title="top head's period vs the known period")
+            report.add_figure(fig, "detected_vs_true", kind="period_recovery")
+        return report.finish({"settings": settings.to_dict(), "shards": done, "seconds": round(seconds, 1), **summary})

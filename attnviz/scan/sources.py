@@ -1,0 +1,135 @@
+"""Where a scan's series come from: a CSV with one series per column, a folder of CSVs, or the
+seeded synthetic generator (harmonic mixtures with a known period and a known continuation).
+
+Every series becomes a :class:`ScanItem`; one that cannot be used (non-numeric, NaN inside the
+window, too short) becomes an item with a ``skip`` reason, so ``series.csv`` records it and
+nothing is silently dropped.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..series_input import MAX_FIELD_CHARS, shown
+
+__all__ = ["ScanItem", "csv_columns", "csv_folder", "synthetic", "window"]
+
+
+@dataclass(frozen=True)
+class ScanItem:
+    """One series of a scan: the history the model sees, the truth after it when known."""
+
+    name: str
+    history: np.ndarray | None
+    truth: np.ndarray | None = None
+    period: float | None = None  # known period in samples (synthetic series)
+    rows: str = ""  # which rows of the source were used, e.g. "1488:2000"
+    skip: str = ""  # why the series is not scanned ("" = it is)
+
+
+def window(name: str, values: np.ndarray, length: int, horizon: int, holdout: bool, first_row: int = 0) -> ScanItem:
+    """The last ``length`` values as history (with ``holdout``: the ``horizon`` values after
+    them are kept back as truth), or an item that says why it cannot be used."""
+    need = length + (horizon if holdout else 0)
+    if values.size < need:
+        what = f"{length} history + {horizon} held-out" if holdout else f"{length} history"
+        return ScanItem(name, None, skip=f"too short: {values.size} values, need {need} ({what})")
+    used = values[values.size - need:]
+    start = first_row + values.size - need
+    bad = ~np.isfinite(used)
+    if bad.any():
+        where = int(np.flatnonzero(bad)[0])
+        kind = "NaN" if np.isnan(used[where]) else "an infinite value"
+        return ScanItem(name, None, skip=f"{kind} at row {start + where} (clean or interpolate it first)")
+    history, truth = used[:length], (used[length:] if holdout else None)
+    return ScanItem(name, history, truth, rows=f"{start}:{start + need}")
+
+
+def csv_columns(path: Path, length: int, horizon: int, holdout: bool = False) -> list[ScanItem]:
+    """Each column of a CSV with a header row is one series (empty cells at a column's end make
+    columns of different lengths; a non-numeric or empty cell inside a column skips it)."""
+    header, columns = _read_columns(path)
+    items = []
+    for name, cells in zip(header, columns):
+        while cells and not cells[-1].strip():
+            cells.pop()
+        values, problem = _numbers(cells)
+        label = f"{path.stem}:{name}"
+        if problem:
+            items.append(ScanItem(label, None, skip=problem))
+        else:
+            items.append(window(label, values, length, horizon, holdout))
+    return items
+
+
+def csv_folder(folder: Path, length: int, horizon: int, holdout: bool = False, column: str | None = None) -> list[ScanItem]:
+    """Every ``*.csv`` in ``folder`` (sorted) is one series: ``column``, or its only numeric column."""
+    from ..series_input import read_csv_series
+
+    files = sorted(folder.glob("*.csv"))
+    if not files:
+        raise ValueError(f"folder {folder} holds no .csv files")
+    items = []
+    for path in files:
+        try:
+            read = read_csv_series(path, column)
+        except ValueError as exc:
+            items.append(ScanItem(path.stem, None, skip=str(exc).replace(f"{path} ", "")))
+            continue
+        items.append(window(path.stem, read.values, length, horizon, holdout))
+    return items
+
+
+def synthetic(count: int, seed: int, length: int, horizon: int) -> list[ScanItem]:
+    """Seeded 1-3-sinusoid mixtures (``attnviz.evaluation.harmonic_mixtures``): known dominant
+    period and continuation, so detected periods and forecast errors can be checked."""
+    from ..evaluation import harmonic_mixtures
+
+    cases = harmonic_mixtures(count=count, seed=seed, history=length, horizon=horizon)
+    return [ScanItem(f"synthetic_{i}", c.history, c.truth, c.period, rows=f"0:{length + horizon}") for i, c in enumerate(cases)]
+
+
+def _read_columns(path: Path) -> tuple[list[str], list[list[str]]]:
+    if not path.is_file():
+        raise ValueError(f"CSV file not found: {path}")
+    csv.field_size_limit(MAX_FIELD_CHARS)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = [row for row in csv.reader(handle) if row and not row[0].lstrip().startswith("#")]
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text; re-save it as UTF-8") from None
+    except csv.Error as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    if len(rows) < 2:
+        raise ValueError(f"{path} needs a header row and at least one row of values")
+    header = [cell.strip() for cell in rows[0]]
+    if len(set(header)) != len(header):
+        raise ValueError(f"{path}: column names must be unique, got {', '.join(shown(h, 20) for h in header)}")
+    width = len(header)
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) > width:
+            raise ValueError(f"{path} row {line}: {len(row)} cells under a header of {width} columns")
+    columns = [[row[i] if i < len(row) else "" for row in rows[1:]] for i in range(width)]
+    return header, columns
+
+
+def _numbers(cells: Sequence[str]) -> tuple[np.ndarray, str]:
+    """The cells as float64, or a reason naming the first cell that is not a number."""
+    try:
+        return np.asarray(cells, dtype=np.float64), ""
+    except ValueError:
+        pass
+    for row, cell in enumerate(cells):
+        try:
+            value = float(cell)
+        except ValueError:
+            what = "an empty cell" if not cell.strip() else f"a non-numeric value {shown(cell.strip(), 30)}"
+            return np.zeros(0), f"{what} at row {row}"
+        if math.isnan(value):  # pragma: no cover - float() parsed it, so asarray would have too
+            return np.zeros(0), f"NaN at row {row}"
+    return np.zeros(0), "could not read the column as numbers"  # pragma: no cover

@@ -1,0 +1,115 @@
+"""Dataset-level statistics of a scan: bootstrap intervals, phase-randomised null series, and
+head clusters from the similarity of their lag profiles.
+
+All randomness is seeded per purpose (and per series for surrogates), so a scan split over
+ranks or resumed from shards gives the same numbers as one uninterrupted run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Interval", "bootstrap_means", "head_clusters", "lag_profile_correlation", "phase_surrogate"]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Means over series with their bootstrap percentile interval, per head (arrays (L, H))."""
+
+    mean: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    n: int
+
+
+def bootstrap_means(values: np.ndarray, resamples: int = 1000, level: float = 0.95, seed: int = 0) -> Interval:
+    """Mean over axis 0 (series) and its bootstrap percentile interval for every other index.
+
+    Resampling is done with multinomial counts (one (resamples, series) matrix times the data),
+    so memory grows with series x heads, not resamples x series x heads."""
+    data = np.asarray(values, dtype=np.float64)
+    n = data.shape[0]
+    if n == 0:
+        empty = np.full(data.shape[1:], np.nan)
+        return Interval(empty, empty, empty, 0)
+    flat = data.reshape(n, -1)
+    finite = np.isfinite(flat)
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)  # (B, n)
+    sums = counts @ np.where(finite, flat, 0.0)
+    weights = counts @ finite.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / weights
+        mean = np.where(finite.any(0), np.nansum(np.where(finite, flat, 0.0), 0) / finite.sum(0), np.nan)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.nanpercentile(means, [100 * alpha, 100 * (1 - alpha)], axis=0) if np.isfinite(means).any() else (mean, mean)
+    shape = data.shape[1:]
+    return Interval(mean.reshape(shape), np.asarray(lo).reshape(shape), np.asarray(hi).reshape(shape), n)
+
+
+def phase_surrogate(series: np.ndarray, seed: int) -> np.ndarray:
+    """A series with the same amplitude spectrum (so the same autocorrelation) and mean, but
+    random Fourier phases: any period structure a head "finds" in it is chance."""
+    x = np.asarray(series, dtype=np.float64)
+    mean = x.mean()
+    spectrum = np.fft.rfft(x - mean)
+    rng = np.random.default_rng(seed)
+    phases = np.exp(2j * np.pi * rng.random(spectrum.size))
+    phases[0] = 1.0
+    if x.size % 2 == 0:
+        phases[-1] = 1.0 if rng.random() < 0.5 else -1.0  # the Nyquist bin stays real
+    return np.fft.irfft(np.abs(spectrum) * phases, n=x.size) + mean
+
+
+def lag_profile_correlation(curves: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairwise Pearson correlation of heads' lag curves for one series.
+
+    curves: (heads, lags) with NaN where a lag is undefined; real: (heads,) bool (padding is
+    not a head). Returns (corr, valid) of shape (heads, heads); ``valid`` is False where a
+    head's curve is flat or absent (its correlation is undefined, counted as missing)."""
+    c = np.where(np.isfinite(curves), curves, np.nan)
+    keep = np.isfinite(c).all(axis=0)  # lags defined for every head
+    c = c[:, keep]
+    c = c - c.mean(axis=1, keepdims=True) if c.size else c
+    norm = np.linalg.norm(c, axis=1) if c.size else np.zeros(len(curves))
+    ok = real & (norm > 1e-12) & np.isfinite(norm)
+    z = np.where(ok[:, None], c / np.where(ok, norm, 1.0)[:, None], 0.0)
+    corr = np.clip(z @ z.T, -1.0, 1.0)
+    valid = ok[:, None] & ok[None, :]
+    return np.where(valid, corr, 0.0), valid
+
+
+@dataclass(frozen=True)
+class HeadCluster:
+    """Heads whose lag profiles move together across the dataset."""
+
+    members: list[int]  # flat head indices (layer * heads + head)
+    mean_similarity: float
+
+
+def head_clusters(similarity: np.ndarray, real: np.ndarray, threshold: float = 0.5) -> tuple[list[HeadCluster], np.ndarray]:
+    """Average-linkage clusters of heads with mean similarity >= ``threshold`` (distance 1 - r).
+
+    Returns the clusters (largest first) and the leaf order of the dendrogram over real heads
+    (for a figure that puts alike heads side by side)."""
+    from scipy.cluster.hierarchy import fcluster, leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    index = np.flatnonzero(real)
+    if index.size < 2:
+        return [HeadCluster(index.tolist(), 1.0)] if index.size else [], index
+    sim = np.nan_to_num(similarity[np.ix_(index, index)], nan=0.0)
+    sim = (sim + sim.T) / 2
+    dist = np.clip(1.0 - sim, 0.0, 2.0)
+    np.fill_diagonal(dist, 0.0)
+    tree = linkage(squareform(dist, checks=False), method="average")
+    labels = fcluster(tree, t=1.0 - threshold, criterion="distance")
+    clusters = []
+    for label in np.unique(labels):
+        members = index[labels == label]
+        block = sim[np.ix_(labels == label, labels == label)]
+        mean = float((block.sum() - np.trace(block)) / max(block.size - len(members), 1)) if len(members) > 1 else 1.0
+        clusters.append(HeadCluster(sorted(members.tolist()), mean))
+    clusters.sort(key=lambda c: (-len(c.members), -c.mean_similarity))
+    return clusters, index[leaves_list(tree)]
