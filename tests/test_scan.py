@@ -124,10 +124,25 @@ def test_csv_columns_that_cannot_be_used_are_recorded_not_dropped(tmp_path):
     assert summary["scanned"] == 1 and summary["skipped"] == 3 and summary["null_baseline"] is None
 
 
+def test_a_bundled_real_series_cut_into_windows(tmp_path):
+    out = tmp_path / "windows"
+    proc = scan("--dataset", "sunspots", "--weights", str(WEIGHTS), "--length", "120", "--horizon", "40",
+                "--holdout", "--stride", "50", "--no-null", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    with open(out / "series.csv") as handle:
+        series = list(csv.DictReader(handle))
+    # 309 yearly values, windows of 120 + 40 every 50 rows: starts 0, 50, 100 (150 would run past the end)
+    assert [s["series"] for s in series] == ["sunspots@0", "sunspots@50", "sunspots@100"]
+    assert [s["rows"] for s in series] == ["0:160", "50:210", "100:260"]
+    assert all(s["true_period"] == "11" and float(s["mae"]) > 0 for s in series)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--csv", "missing.csv"], "CSV file not found"),
     (["--folder", "nowhere"], "is not a folder"),
     (["--synthetic", "2", "--column", "x"], "--column is for --folder"),
+    (["--synthetic", "2", "--stride", "5"], "--stride cuts real series"),
+    (["--dataset", "nile"], "unknown dataset 'nile'"),
 ])
 def test_bad_scan_input_is_one_line(tmp_path, args, message):
     proc = scan(*args, *SMALL, "--out", str(tmp_path / "o"))

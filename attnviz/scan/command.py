@@ -22,12 +22,16 @@ def add_scan_parser(sub: Any, add_model_args: Any) -> argparse.ArgumentParser:
     source.add_argument("--folder", help="a folder of CSV files, one series each")
     source.add_argument("--synthetic", type=positive_int, metavar="COUNT",
                         help="seeded 1-3-sinusoid mixtures with a known period and continuation")
+    source.add_argument("--dataset", nargs="+", metavar="NAME",
+                        help="bundled real series (sunspots, co2) with their known period; use --stride for many windows")
     scan.add_argument("--column", help="with --folder: the column to read (default: each file's only numeric column)")
     scan.add_argument("--seed", type=int, default=0, help="seed of the synthetic series, surrogates and bootstrap (default 0)")
     scan.add_argument("--length", type=positive_int, default=512, help="history samples per series: the last LENGTH (default 512)")
     scan.add_argument("--horizon", type=positive_int, default=720, help="forecast steps (default 720)")
     scan.add_argument("--holdout", action="store_true",
                       help="keep each series' last HORIZON values back as truth (forecast MAE in series.csv)")
+    scan.add_argument("--stride", type=positive_int,
+                      help="cut every series into windows starting each STRIDE rows (default: its last window only)")
     scan.add_argument("--batch-size", type=positive_int, default=16, help="series per model call (default 16)")
     scan.add_argument("--shard-size", type=positive_int, default=32, help="series per shard file (default 32)")
     scan.add_argument("--no-null", action="store_true", help="skip the null baseline (halves the work)")
@@ -38,20 +42,24 @@ def add_scan_parser(sub: Any, add_model_args: Any) -> argparse.ArgumentParser:
 
 
 def _items(args: argparse.Namespace) -> tuple[list[Any], str]:
-    from .sources import csv_columns, csv_folder, synthetic
+    from .sources import bundled, csv_columns, csv_folder, synthetic
 
+    if args.column and not args.folder:
+        raise ValueError("--column is for --folder; with --csv every column is a series")
     if args.synthetic:
-        if args.column:
-            raise ValueError("--column is for --folder")
+        if args.stride:
+            raise ValueError("--stride cuts real series into windows; --synthetic makes COUNT series already")
         return synthetic(args.synthetic, args.seed, args.length, args.horizon), f"synthetic:{args.synthetic}:seed={args.seed}"
+    stride = args.stride
+    if args.dataset:
+        names = sorted({name.lower() for name in args.dataset})
+        return bundled(names, args.length, args.horizon, args.holdout, stride), f"dataset:{','.join(names)}:stride={stride}"
     if args.csv:
-        if args.column:
-            raise ValueError("--column is for --folder; with --csv every column is a series")
-        return csv_columns(Path(args.csv), args.length, args.horizon, args.holdout), f"csv:{Path(args.csv).name}"
+        return csv_columns(Path(args.csv), args.length, args.horizon, args.holdout, stride), f"csv:{Path(args.csv).name}:stride={stride}"
     folder = Path(args.folder)
     if not folder.is_dir():
         raise ValueError(f"--folder {folder} is not a folder")
-    return csv_folder(folder, args.length, args.horizon, args.holdout, args.column), f"folder:{folder.name}"
+    return csv_folder(folder, args.length, args.horizon, args.holdout, args.column, stride), f"folder:{folder.name}:stride={stride}"
 
 
 def cmd_scan(args: argparse.Namespace) -> int:

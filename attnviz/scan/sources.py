@@ -17,7 +17,7 @@ import numpy as np
 
 from ..series_input import MAX_FIELD_CHARS, shown
 
-__all__ = ["ScanItem", "csv_columns", "csv_folder", "synthetic", "window"]
+__all__ = ["ScanItem", "bundled", "csv_columns", "csv_folder", "synthetic", "window", "windows"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,34 @@ def window(name: str, values: np.ndarray, length: int, horizon: int, holdout: bo
     return ScanItem(name, history, truth, rows=f"{start}:{start + need}")
 
 
-def csv_columns(path: Path, length: int, horizon: int, holdout: bool = False) -> list[ScanItem]:
+def windows(name: str, values: np.ndarray, length: int, horizon: int, holdout: bool, stride: int | None) -> list[ScanItem]:
+    """Without ``stride``: the series' last window. With it: every window of ``length`` (+
+    ``horizon`` held out) starting each ``stride`` rows, named ``name@first_row`` — one long real
+    series becomes a dataset of windows."""
+    if stride is None:
+        return [window(name, values, length, horizon, holdout)]
+    need = length + (horizon if holdout else 0)
+    starts = range(0, values.size - need + 1, stride)
+    if not starts:
+        return [window(name, values, length, horizon, holdout)]  # too short: says so
+    return [window(f"{name}@{s}", values[s:s + need], length, horizon, holdout, first_row=s) for s in starts]
+
+
+def bundled(names: Sequence[str], length: int, horizon: int, holdout: bool, stride: int | None) -> list[ScanItem]:
+    """Windows of attnviz's bundled real series (sunspots, co2), with their known period."""
+    from dataclasses import replace
+
+    from ..datasets import load_dataset
+
+    items = []
+    for name in names:
+        data = load_dataset(name)
+        for item in windows(data.name, np.asarray(data.values, dtype=float), length, horizon, holdout, stride):
+            items.append(replace(item, period=float(data.known_period_samples)) if not item.skip else item)
+    return items
+
+
+def csv_columns(path: Path, length: int, horizon: int, holdout: bool = False, stride: int | None = None) -> list[ScanItem]:
     """Each column of a CSV with a header row is one series (empty cells at a column's end make
     columns of different lengths; a non-numeric or empty cell inside a column skips it)."""
     header, columns = _read_columns(path)
@@ -63,11 +90,13 @@ def csv_columns(path: Path, length: int, horizon: int, holdout: bool = False) ->
         if problem:
             items.append(ScanItem(label, None, skip=problem))
         else:
-            items.append(window(label, values, length, horizon, holdout))
+            items.extend(windows(label, values, length, horizon, holdout, stride))
     return items
 
 
-def csv_folder(folder: Path, length: int, horizon: int, holdout: bool = False, column: str | None = None) -> list[ScanItem]:
+def csv_folder(
+    folder: Path, length: int, horizon: int, holdout: bool = False, column: str | None = None, stride: int | None = None
+) -> list[ScanItem]:
     """Every ``*.csv`` in ``folder`` (sorted) is one series: ``column``, or its only numeric column."""
     from ..series_input import read_csv_series
 
@@ -81,7 +110,7 @@ def csv_folder(folder: Path, length: int, horizon: int, holdout: bool = False, c
         except ValueError as exc:
             items.append(ScanItem(path.stem, None, skip=str(exc).replace(f"{path} ", "")))
             continue
-        items.append(window(path.stem, read.values, length, horizon, holdout))
+        items.extend(windows(path.stem, read.values, length, horizon, holdout, stride))
     return items
 
 
