@@ -149,15 +149,8 @@ class AnalysisResult(LagCurvesMixin):
         return self.series
 
     # ----- lag curves and periods ----------------------------------------------------------------
-    def lag_curve(
-        self,
-        layer: str | int,
-        head: int,
-        direction: str = "past",
-        region: str = "all",
-        normalize: bool = False,
-        max_lag: float | None = None,
-    ) -> LagCurve:
+    def lag_curve(self, layer: str | int, head: int, direction: str = "past", region: str = "all",
+                  normalize: bool = False, max_lag: float | None = None) -> LagCurve:
         """Lag curve of one head, lags in real samples of this call (see ``attnviz.lags``)."""
         li, h = self.head_index(layer, head)
         return lag_curve(self.time_maps[li, h], self.grid, direction, region, normalize, max_lag)
@@ -166,15 +159,8 @@ class AnalysisResult(LagCurvesMixin):
         """What ``lag_curves()`` reads: every head at once, values (layers, heads, lags)."""
         return self.time_maps
 
-    def periods(
-        self,
-        layer: str | int,
-        head: int,
-        direction: str = "past",
-        region: str = "all",
-        max_lag: float | None = None,
-        **period_kwargs: Any,
-    ) -> PeriodEstimate:
+    def periods(self, layer: str | int, head: int, direction: str = "past", region: str = "all",
+                max_lag: float | None = None, **period_kwargs: Any) -> PeriodEstimate:
         """Peaks and fundamental period (samples) of one head's lag curve.
 
         Without ``max_lag`` only lags whose diagonal averages over at least max(3, 1/4 of the
@@ -324,17 +310,8 @@ class MultiHeadAttentionRollout:
     def num_heads(self) -> dict[str, int]:
         return dict(self.capturer.num_heads)
 
-    def analyze(
-        self,
-        series: Any,
-        horizon: Any,
-        *,
-        rollout: bool = False,
-        head_fusion: str = "mean",
-        discard_ratio: float = 0.0,
-        chunk_size: int | None = None,
-        decode: str = "max",
-    ) -> AnalysisResult:
+    def analyze(self, series: Any, horizon: Any, *, rollout: bool = False, head_fusion: str = "mean",
+                discard_ratio: float = 0.0, chunk_size: int | None = None, decode: str = "max") -> AnalysisResult:
         """One ``forecaster.predict(series, horizon)`` under one capture -> AnalysisResult.
 
         rollout=True also computes the attention rollout over the captured layers in model
@@ -345,17 +322,8 @@ class MultiHeadAttentionRollout:
             discard_ratio=discard_ratio, chunk_size=chunk_size, decode=decode,
         )[0]
 
-    def analyze_many(
-        self,
-        series_list: Sequence[Any],
-        horizon: Any,
-        *,
-        rollout: bool = False,
-        head_fusion: str = "mean",
-        discard_ratio: float = 0.0,
-        chunk_size: int | None = None,
-        decode: str = "max",
-    ) -> list[AnalysisResult]:
+    def analyze_many(self, series_list: Sequence[Any], horizon: Any, *, rollout: bool = False, head_fusion: str = "mean",
+                     discard_ratio: float = 0.0, chunk_size: int | None = None, decode: str = "max") -> list[AnalysisResult]:
         """Several series of one length in ONE batched forward under one capture: the same
         results as one ``analyze`` call each, at the cost of a batch (datasets build on this)."""
         xs = [as_series(s, name=f"series {i}" if len(series_list) > 1 else "series") for i, s in enumerate(series_list)]
@@ -445,14 +413,6 @@ class MultiHeadAttentionRollout:
             fused = [tokens[n][b] for n in names]
             roll = rollout_result(fused, grid, names, head_fusion, discard_ratio, self.time_convention)
         return AnalysisResult(
-            layer_names=list(names),
-            time_maps=stacked,
-            prefix_mass=stacked_prefix,
-            grid=grid,
-            forecast=forecast,
-            num_heads=heads,
-            series=x,
-            time_convention=self.time_convention,
-            rollout=roll,
-            strategies=strategies,
+            layer_names=list(names), time_maps=stacked, prefix_mass=stacked_prefix, grid=grid, forecast=forecast,
+            num_heads=heads, series=x, time_convention=self.time_convention, rollout=roll, strategies=strategies,
         )

@@ -64,35 +64,19 @@ class _Spec:
     description: str
 
 
+_SUNSPOTS = (
+    "Yearly sunspot numbers 1700-2008 from the National Geophysical Data Center (NOAA), "
+    "as bundled with statsmodels (public domain). Known period: the ~11-year solar cycle."
+)
+_CO2 = (
+    "Weekly atmospheric CO2 at Mauna Loa Observatory, Hawaii, 1958-03-29 to 2001-12-29 "
+    "(Keeling & Whorf, SIO/CDIAC), as bundled with statsmodels (public domain). 59 missing "
+    "weeks were filled by linear interpolation. Known period: the annual cycle, 52 weeks, "
+    "on top of a rising trend."
+)
 _REGISTRY: dict[str, _Spec] = {
-    "sunspots": _Spec(
-        filename="sunspots_yearly.csv",
-        time_column="year",
-        value_column="sunspots",
-        time_kind="int",
-        known_period_samples=11.0,
-        unit="sunspot number",
-        sampling="yearly",
-        description=(
-            "Yearly sunspot numbers 1700-2008 from the National Geophysical Data Center (NOAA), "
-            "as bundled with statsmodels (public domain). Known period: the ~11-year solar cycle."
-        ),
-    ),
-    "co2": _Spec(
-        filename="co2_weekly.csv",
-        time_column="date",
-        value_column="co2_ppm",
-        time_kind="date",
-        known_period_samples=52.0,
-        unit="ppm",
-        sampling="weekly",
-        description=(
-            "Weekly atmospheric CO2 at Mauna Loa Observatory, Hawaii, 1958-03-29 to 2001-12-29 "
-            "(Keeling & Whorf, SIO/CDIAC), as bundled with statsmodels (public domain). 59 missing "
-            "weeks were filled by linear interpolation. Known period: the annual cycle, 52 weeks, "
-            "on top of a rising trend."
-        ),
-    ),
+    "sunspots": _Spec("sunspots_yearly.csv", "year", "sunspots", "int", 11.0, "sunspot number", "yearly", _SUNSPOTS),
+    "co2": _Spec("co2_weekly.csv", "date", "co2_ppm", "date", 52.0, "ppm", "weekly", _CO2),
 }
 
 
@@ -133,13 +117,6 @@ def load_dataset(name: str) -> Dataset:
         raise ValueError(f"{spec.filename} contains non-finite values")
     time = np.asarray(times, dtype=np.int64 if spec.time_kind == "int" else "datetime64[D]")
     return Dataset(
-        name=key,
-        values=arr,
-        time=time,
-        known_period_samples=spec.known_period_samples,
-        unit=spec.unit,
-        description=spec.description,
-        time_name=spec.time_column,
-        value_name=spec.value_column,
-        sampling=spec.sampling,
+        name=key, values=arr, time=time, known_period_samples=spec.known_period_samples, unit=spec.unit,
+        description=spec.description, time_name=spec.time_column, value_name=spec.value_column, sampling=spec.sampling,
     )

@@ -214,15 +214,8 @@ class ReportWriter:
         self._staged(Path(path).name)  # the plotter named it inside the stage folder
         return self._record(Path(path).name, "head", periods, layer, int(head))
 
-    def analysis_figures(
-        self,
-        res: Any,
-        heads: Sequence[tuple[str, int]],
-        *,
-        reference_periods: Sequence[float] = (),
-        truth: Any = None,
-        overview: bool = True,
-    ) -> list[str]:
+    def analysis_figures(self, res: Any, heads: Sequence[tuple[str, int]], *, reference_periods: Sequence[float] = (),
+                         truth: Any = None, overview: bool = True) -> list[str]:
         """The standard set: one figure per head, the first head's layer overview, the layer x
         head score grid, and the series with the first head's attention of one forecast column."""
         periods = check_reference_periods(reference_periods)
@@ -257,16 +250,8 @@ class ReportWriter:
                    title=title or self.name)
         return self._record(filename, "explorer", periods, None, None)
 
-    def write_analysis(
-        self,
-        res: Any,
-        heads: Sequence[tuple[str, int]],
-        *,
-        reference_periods: Sequence[float] = (),
-        truth: Any = None,
-        html: bool = False,
-        extra: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    def write_analysis(self, res: Any, heads: Sequence[tuple[str, int]], *, reference_periods: Sequence[float] = (),
+                       truth: Any = None, html: bool = False, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """The standard figures (+ the explorer page with ``html``) and a summary with the
         grid, reference periods, ranking and the chosen heads' peaks; ``extra`` goes first."""
         periods = check_reference_periods(reference_periods)

@@ -61,14 +61,8 @@ def _default_title(res: Any, payload: dict) -> str:
     )
 
 
-def render_html(
-    res: Any,
-    *,
-    title: str | None = None,
-    reference_periods: Any = (),
-    truth: Any = None,
-    selected: Any = None,
-) -> str:
+def render_html(res: Any, *, title: str | None = None, reference_periods: Any = (), truth: Any = None,
+                selected: Any = None) -> str:
     """The explorer page of ``res`` as one HTML string (a full document that also works as a
     notebook fragment: its CSS is scoped to the widget).
 
@@ -135,15 +129,8 @@ def render_html(
     )
 
 
-def write_html(
-    res: Any,
-    path: Any,
-    *,
-    title: str | None = None,
-    reference_periods: Any = (),
-    truth: Any = None,
-    selected: Any = None,
-) -> Path:
+def write_html(res: Any, path: Any, *, title: str | None = None, reference_periods: Any = (), truth: Any = None,
+               selected: Any = None) -> Path:
     """Write :func:`render_html` of ``res`` to ``path`` (parents created) and return the path.
 
     The page is built first, then written through a temporary file in the same folder and moved

@@ -136,14 +136,8 @@ def _colormap_lut(name: str = "rocket") -> str:
     return base64.b64encode(rgb.tobytes()).decode("ascii")
 
 
-def build_payload(
-    res: Any,
-    *,
-    title: str | None = None,
-    reference_periods: Any = (),
-    truth: Any = None,
-    selected: Any = None,
-) -> dict[str, Any]:
+def build_payload(res: Any, *, title: str | None = None, reference_periods: Any = (), truth: Any = None,
+                  selected: Any = None) -> dict[str, Any]:
     """Everything the page needs, as a JSON-ready dict (arrays as base64; see the module doc)."""
     check_result(res)
     if title is not None and not isinstance(title, str):

@@ -275,13 +275,8 @@ class FoldedGrid:
 
     def _token_grid(self, cols: int) -> TokenGrid:
         return TokenGrid(
-            rows=self.grid_size,
-            cols=cols,
-            prefix_tokens=self.prefix_tokens,
-            history_cols=self.input_cols,
-            samples_per_col=self.samples_per_col,
-            history_length=self.context_length,
-            horizon=self.horizon,
+            rows=self.grid_size, cols=cols, prefix_tokens=self.prefix_tokens, history_cols=self.input_cols,
+            samples_per_col=self.samples_per_col, history_length=self.context_length, horizon=self.horizon,
             history_boundary=float(self.input_cols),
         )
 
