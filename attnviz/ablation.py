@@ -66,8 +66,7 @@ class ReferenceMeans:
                              f"{self.horizon}, not {history_length}, {horizon}: recompute them or use per_position=False")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "per_position": self.per_position,
-                "history_length": self.history_length, "horizon": self.horizon}
+        return {k: getattr(self, k) for k in ("count", "per_position", "history_length", "horizon")}
 
 
 class _Hooks:
@@ -274,7 +273,10 @@ class HeadAblator:
             raise ValueError(f"heads must be a list of (layer, head) pairs, got {heads!r}")
         out: list[Head] = []
         for item in heads:
-            layer, head = (item.layer, item.head) if hasattr(item, "layer") else _pair(item)
+            try:
+                layer, head = (item.layer, item.head) if hasattr(item, "layer") else item
+            except (TypeError, ValueError):
+                raise ValueError(f"each head must be a (layer, head) pair, got {item!r}") from None
             name = self._layer_name(layer)
             n = int(self.modules[name].num_heads)
             if isinstance(head, (bool, np.bool_)) or not isinstance(head, numbers.Integral) or not 0 <= head < n:
@@ -374,8 +376,10 @@ class HeadAblator:
         check_mode(mode)
         if mode == "zero":
             return None
-        means = (self.default_means(length, horizon) if reference is None else reference
-                 if isinstance(reference, ReferenceMeans) else self.reference_means(list(reference), horizon))
+        if reference is None or isinstance(reference, numbers.Integral):  # a count of default mixtures
+            means = self.default_means(length, horizon, count=int(reference or DEFAULT_REFERENCE_COUNT))
+        elif not isinstance(means := reference, ReferenceMeans):
+            means = self.reference_means(list(reference), horizon)
         means.check_fits(length, horizon)
         return means
 
@@ -385,8 +389,8 @@ class HeadAblator:
             decode: str = "max") -> AblationResult:
         """Forecast ``series`` with and without ``heads`` ablated.
 
-        reference (mode 'mean'): ReferenceMeans, a list of reference series, or None for
-        :meth:`default_means`.  truth: the next ``horizon`` values (optional).  analyze: also
+        reference (mode 'mean'): ReferenceMeans, a list of reference series, or a count (None:
+        ``DEFAULT_REFERENCE_COUNT``) of :meth:`default_means` mixtures.  truth: the next ``horizon`` values (optional).  analyze: also
         analyse the ablated and unablated model (lag curves, periods of ``report_heads``,
         default: the ablated heads)."""
         x, h = as_series(series), as_horizon(horizon)
@@ -480,14 +484,6 @@ def bootstrap_mean_interval(values: np.ndarray, confidence: float, n_boot: int, 
     rng = np.random.default_rng([int(seed), 7919])
     idx = rng.integers(0, len(values), size=(int(n_boot), len(values)))
     return percentile_interval(values[idx].mean(axis=1), confidence)
-
-
-def _pair(item: Any) -> tuple[Any, Any]:
-    try:
-        layer, head = item
-    except (TypeError, ValueError):
-        raise ValueError(f"each head must be a (layer, head) pair, got {item!r}") from None
-    return layer, head
 
 
 def _truth(truth: Any, horizon: int) -> np.ndarray | None:

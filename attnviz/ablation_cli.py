@@ -89,17 +89,17 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     with ReportWriter(Path(args.out), "ablate") as report:  # checks --out before any work
         fc = load_forecaster(args.weights, device=args.device, trust_checkpoint=args.trust_checkpoint)
         ablator = HeadAblator(fc)
-        means = None
-        if args.mode == "mean":
-            means = ablator.default_means(len(history), args.horizon, count=args.reference_count)
+        if chosen != "auto":
+            ablator.resolve(chosen)  # bad heads fail here, before the reference forwards
         with warnings.catch_warnings():  # ranking caveats: printed below as one-line notes
             warnings.simplefilter("ignore", RankingCaveatWarning)
             comparison = ablator.compare(
                 history, args.horizon, top_k=args.top_k, heads=None if chosen == "auto" else chosen,
-                random_k=args.random, draws=args.draws, seed=args.seed, mode=args.mode, reference=means,
+                random_k=args.random, draws=args.draws, seed=args.seed, mode=args.mode, reference=args.reference_count,
                 truth=truth, confidence=args.confidence,
             )
         row = comparison.rows[0]
+        means = row.result.reference
         notes = [caveat.detail for caveat in row.result.baseline_analysis.series_periodicity.caveats()]
         fig = plot_ablation(comparison, history, plotter=report.plotter, label=label)
         report.add_figure(fig, "error_change_and_forecast", kind="ablation")
