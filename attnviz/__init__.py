@@ -23,6 +23,7 @@ _LAZY = {
     "MultiHeadAttentionRollout": "attnviz.analysis",
     "AnalysisResult": "attnviz.analysis",
     "RankingCaveatWarning": "attnviz.ranking",
+    "HeadAblator": "attnviz.ablation",
     "Plotter": "attnviz.plotting",
     "ReportWriter": "attnviz.report",
     "write_report": "attnviz.report",

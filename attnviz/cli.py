@@ -180,8 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(explain)
     explain.set_defaults(func=cmd_explain)
 
+    from .ablation_cli import add_ablate_parser
     from .scan.command import add_scan_parser
 
+    add_ablate_parser(sub)
     add_scan_parser(sub, _add_model_args)
 
     experiments = sub.add_parser("experiments", help="regenerate the built-in experiments (= python main.py)")

@@ -26,7 +26,7 @@ def test_help_does_not_import_torch():
             "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, 'heavy import on --help'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    for sub in ("explain", "experiments", "train", "convert", "evaluate"):
+    for sub in ("explain", "ablate", "scan", "experiments", "train", "convert", "evaluate"):
         out = attnviz_cli(sub, "--help")
         assert out.returncode == 0 and "usage" in out.stdout
 
