@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.signal import find_peaks
+from scipy.ndimage import maximum_filter1d
+from scipy.signal import find_peaks, peak_prominences
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,27 @@ def fundamental_from_peaks(
     return period, harmonics, explained, hit_rate, table
 
 
+def _may_reach_prominence(values: np.ndarray, peaks: np.ndarray, least: float) -> np.ndarray:
+    """Mask of ``peaks`` whose prominence can be >= ``least``, found in O(n) without computing it.
+
+    A curve whose steps are at most L cannot fall by ``least`` and climb back above a peak within
+    2 least / L samples, so a peak with a higher sample that close has a smaller prominence.
+    Skipping those peaks keeps every peak with prominence >= ``least`` (and so the largest
+    prominence whenever one passes), and spares scipy's per-peak scan to the next higher sample:
+    O(peaks x n) on a long curve with many small ripples (0.8 million lags of a 1M-sample ACF).
+    """
+    steps = np.abs(np.diff(values))
+    largest_step = float(steps.max()) if len(steps) else 0.0
+    if not len(peaks) or largest_step == 0.0:
+        return np.zeros(len(peaks), dtype=bool)
+    reach = 2.0 * least / largest_step * (1 - 1e-9)  # shrunk a hair: rounding must not drop a peak
+    radius = int(min(np.floor(reach), len(values)))
+    if radius < 1:
+        return np.ones(len(peaks), dtype=bool)
+    local_max = maximum_filter1d(values, size=2 * radius + 1, mode="nearest")
+    return values[peaks] >= local_max[peaks]
+
+
 def find_periods(
     lags: Any,
     values: Any,
@@ -250,8 +272,13 @@ def find_periods(
         return empty_estimate(step)
     original = values
     values = detrend_curve(lags, values, detrend)
-    idx, props = find_peaks(values, prominence=0.0)
-    prom = np.asarray(props.get("prominences", np.zeros(0)), dtype=float)
+    if min_prominence is not None and min_prominence > 0:
+        idx = find_peaks(values)[0]
+        idx = idx[_may_reach_prominence(values, idx, float(min_prominence))]
+        prom = peak_prominences(values, idx)[0] if len(idx) else np.zeros(0)
+    else:
+        idx, props = find_peaks(values, prominence=0.0)
+        prom = np.asarray(props.get("prominences", np.zeros(0)), dtype=float)
     if len(idx):
         floor = 1e-9 * max(float(np.max(np.abs(values))), 1e-300)
         keep = prom > floor

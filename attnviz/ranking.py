@@ -42,37 +42,63 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+from scipy import fft as scipy_fft
+from scipy.signal import fftconvolve
 
 from .grid import TokenGrid
 from .lags import LagCurve, lag_curves, region_mask, to_numpy
 from .periods import PeriodEstimate, detrend_curve, empty_estimate, find_periods
 
 
+FLAT_RELATIVE = 1e-10  # detrended residual below this fraction of the series' magnitude: flat
+
+
 def series_acf(series: Any, max_lag: int | None = None, detrend: bool = True) -> np.ndarray:
-    """Autocorrelation r(0..max_lag) of a 1-D series (biased estimator, r(0) = 1).
+    """Autocorrelation r(0..max_lag) of a 1-D series (biased estimator, r(0) = 1), by FFT.
 
     A linear trend is removed first (``detrend=True``) so a ramp does not mask the periodicity.
-    A constant series gives r = 1 at lag 0 and 0 elsewhere.
+    The series is divided by its largest magnitude first, so the result does not depend on its
+    scale (1e-9 or 1e200 give the ACF of the unit series).  A series whose residual is below
+    ``FLAT_RELATIVE`` of that magnitude (a constant, a pure ramp) gives r = 1 at lag 0 and 0
+    elsewhere.  O(n log n): one FFT of the zero-padded series.
     """
     x = np.asarray(series, dtype=float).reshape(-1)
     n = len(x)
     if n < 2:
         raise ValueError(f"need at least 2 samples for an autocorrelation, got {n}")
-    t = np.arange(n, dtype=float)
-    x = x - (np.polyval(np.polyfit(t, x, 1), t) if detrend else x.mean())
     max_lag = n - 1 if max_lag is None else int(min(max_lag, n - 1))
-    nfft = 1 << int(np.ceil(np.log2(2 * n)))
-    spec = np.fft.rfft(x, nfft)
-    full = np.fft.irfft(spec * np.conj(spec), nfft)[: max_lag + 1]
     r = np.zeros(max_lag + 1)
-    if full[0] <= 1e-12 * max(1.0, float(np.sum(np.abs(x)))):
-        r[0] = 1.0
+    r[0] = 1.0
+    magnitude = float(np.max(np.abs(x)))
+    if magnitude == 0.0:
         return r
+    x = x / magnitude  # values in [-1, 1]: no overflow in the squares below, scale-free threshold
+    x = x - x.mean()
+    if detrend:  # least-squares line in closed form (polyfit's Vandermonde solve is 10x slower)
+        t = np.arange(n, dtype=float) - (n - 1) / 2.0
+        x = x - t * (float(np.dot(t, x)) / float(np.dot(t, t)))
+    if float(np.max(np.abs(x))) <= FLAT_RELATIVE:
+        return r
+    nfft = scipy_fft.next_fast_len(2 * n - 1, real=True)  # no wrap-around up to lag n - 1
+    spec = scipy_fft.rfft(x, nfft)
+    full = scipy_fft.irfft(spec.real**2 + spec.imag**2, nfft)[: max_lag + 1]
     return full / full[0]
 
 
+def _triangle(samples_per_col: float) -> tuple[np.ndarray, np.ndarray]:
+    """Integer offsets j and weights max(0, 1 - |j| / s) of the one-column pairing triangle."""
+    s = float(samples_per_col)
+    reach = int(np.floor(s))
+    offsets = np.arange(-reach, reach + 1)
+    return offsets, np.clip(1.0 - np.abs(offsets) / s, 0.0, None)
+
+
 def column_smoothed_acf(acf: np.ndarray, samples_per_col: float, centers: np.ndarray) -> np.ndarray:
-    """ACF averaged with the triangular weight of a one-column pairing around each centre lag."""
+    """ACF averaged with the triangular weight of a one-column pairing around each centre lag.
+
+    For a few arbitrary centres (the column lags); ``sample_smoothed_acf`` does every integer
+    lag at once.  NaN where the window runs past the last lag of ``acf``.
+    """
     s = float(samples_per_col)
     out = np.full(len(centers), np.nan)
     top = len(acf) - 1
@@ -87,6 +113,30 @@ def column_smoothed_acf(acf: np.ndarray, samples_per_col: float, centers: np.nda
         if w.sum() > 0:
             out[i] = float(np.sum(w * r) / w.sum())
     return out
+
+
+def sample_smoothed_acf(acf: np.ndarray, samples_per_col: float, top: int) -> np.ndarray:
+    """``column_smoothed_acf`` at every integer lag 1 .. ``top``, as one FFT convolution.
+
+    At an integer centre the triangle's weights are the same for every lag, so the smoothing is
+    a convolution of the even extension of the ACF with one kernel: O(n log n) instead of the
+    O(n s) of a window per lag (s = samples per column, thousands for a long series).
+    """
+    offsets, w = _triangle(samples_per_col)
+    reach = int(offsets[-1])
+    top = int(top)
+    if top < 1:
+        return np.zeros(0)
+    if top + reach > len(acf) - 1:
+        raise ValueError(
+            f"smoothing up to lag {top} needs the ACF to lag {top + reach}, it has {len(acf) - 1}"
+        )
+    extended = np.concatenate([acf[reach:0:-1], acf[: top + reach + 1]])  # lags -reach .. top+reach
+    if reach < 64:  # a short kernel: the direct sum is exact and as fast
+        smooth = np.convolve(extended, w, mode="valid")
+    else:
+        smooth = fftconvolve(extended, w, mode="valid")
+    return smooth[1:] / w.sum()  # valid output i is the centre lag i; lag 0 dropped
 
 
 MIN_AGREEMENT_LAGS = 4  # fewer comparable lags leave a head's agreement with the ACF undefined
@@ -187,7 +237,7 @@ def series_periodicity(
     top = int(np.floor(min(period_fraction * n, n - 1 - s)))
     if top >= 3:
         taus = np.arange(1, top + 1, dtype=float)
-        smooth = column_smoothed_acf(acf, s, taus)
+        smooth = sample_smoothed_acf(acf, s, top)
         period = find_periods(
             taus, smooth, min_prominence=0.1, min_period=1.9 * s, detrend=None
         )
