@@ -164,8 +164,8 @@ def test_ranking_warns_when_the_history_is_too_short(vitime_fixture_forecaster):
     from attnviz import MultiHeadAttentionRollout, RankingCaveatWarning
 
     analyzer = MultiHeadAttentionRollout(vitime_fixture_forecaster)
-    short = analyzer.analyze(np.sin(np.arange(20) / 10), 384)
-    with pytest.warns(RankingCaveatWarning, match=r"history \(20 samples\).*fewer than the 4 needed"):
+    short = analyzer.analyze(np.sin(np.arange(24) / 10), 384)  # 2.3 token columns (2 is the least)
+    with pytest.warns(RankingCaveatWarning, match=r"history \(24 samples\).*fewer than the 4 needed"):
         short.ranked_heads
     with warnings.catch_warnings():
         warnings.simplefilter("error")
