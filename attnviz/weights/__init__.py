@@ -39,10 +39,13 @@ def load_forecaster(
     device: str = "cpu",
     trust_checkpoint: bool = False,
     configured: str | None = None,
+    max_memory_gb: float | None = None,
 ) -> Any:
     """Load a ViTimeForecaster: ``load_forecaster()`` gives the bundled default model.
 
-    ``path`` may be an upstream ``ViTime_Model.pth`` or a native checkpoint.
+    ``path`` may be an upstream ``ViTime_Model.pth`` or a native checkpoint.  Its config is
+    checked and its memory estimated before anything is built: over ``max_memory_gb`` (default
+    ``$ATTNVIZ_MAX_MEMORY_GB``, else 4 GB) it is a one-line CheckpointError.
     """
     from ..forecasters.vitime import CheckpointError, ViTimeForecaster
 
@@ -52,4 +55,6 @@ def load_forecaster(
             f"the bundled default model is missing from the package ({weights}); reinstall "
             f"attnviz or pass a checkpoint path (--weights / {ENV_VAR})"
         )
-    return ViTimeForecaster.from_checkpoint(weights, device=device, trust_checkpoint=trust_checkpoint)
+    return ViTimeForecaster.from_checkpoint(
+        weights, device=device, trust_checkpoint=trust_checkpoint, max_memory_gb=max_memory_gb
+    )

@@ -11,9 +11,12 @@ Two formats:
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import pickle
+import pickletools
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from .budget import check_model_memory
 from .config import ViTimeConfig
 
 NATIVE_FORMAT = "attnviz-vitime"
@@ -69,23 +73,97 @@ def resolve_native_paths(path: Path) -> tuple[Path, Path] | None:
     return pair
 
 
-def load_checkpoint(path: str | Path, trust_checkpoint: bool = False) -> LoadedCheckpoint:
-    """Read a checkpoint (upstream ``.pth`` or native) into a config and a clean state dict."""
+def load_checkpoint(
+    path: str | Path, trust_checkpoint: bool = False, max_memory_gb: float | None = None
+) -> LoadedCheckpoint:
+    """Read a checkpoint (upstream ``.pth`` or native) into a config and a clean state dict.
+
+    The config is validated and its memory estimated (``budget``) before the network is built:
+    over the limit (``max_memory_gb``, ``$ATTNVIZ_MAX_MEMORY_GB``, else 4 GB) is a CheckpointError.
+    """
     path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     native = resolve_native_paths(path)
     if native is not None:
-        return _load_native(path, *native)
-    return _load_upstream(path, trust_checkpoint)
+        return _load_native(path, *native, max_memory_gb=max_memory_gb)
+    return _load_upstream(path, trust_checkpoint, max_memory_gb)
 
 
-def _load_upstream(path: Path, trust_checkpoint: bool) -> LoadedCheckpoint:
-    if not zipfile.is_zipfile(path) and not _looks_like_legacy_torch(path):
+def _check_config_memory(config: ViTimeConfig, origin: str, max_memory_gb: float | None) -> None:
+    try:
+        check_model_memory(config, origin, max_memory_gb)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def _corrupt(path: Path, reason: str) -> CheckpointError:
+    return CheckpointError(f"{path} is corrupt or truncated (not a readable PyTorch checkpoint): {reason}")
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """The one-line reason of a torch.load failure, without torch's advice to load unsafely."""
+    text = str(exc).split("WeightsUnpickler error:")[-1]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__
+    return reason.split(". Please use")[0]
+
+
+def _zip_damage(path: Path) -> str | None:
+    """Why the zip archive is damaged (an entry failing its CRC, a bad header), or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None if bad is None else f"entry {bad!r} fails its CRC check"
+
+
+def _pickle_globals(path: Path) -> list[str] | None:
+    """GLOBAL names of the checkpoint's object pickle, or None when the pickle is not well formed.
+
+    Read with ``pickletools`` (parses opcodes, runs nothing), so a file is only ever said to
+    "need code" when it is a readable pickle that names globals; a broken one is corrupt.
+    """
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return None
+                streams = [archive.read(name)]
+            count = 1
+        else:
+            streams, count = [path.read_bytes()], 4  # legacy: magic, protocol, sys info, object
+        found: list[str] = []
+        handle = io.BytesIO(streams[0])
+        for _ in range(count):
+            strings: list[str] = []
+            for opcode, arg, _pos in pickletools.genops(handle):
+                if isinstance(arg, str):
+                    strings.append(arg)
+                if opcode.name == "GLOBAL":
+                    found.append(str(arg).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+        return found
+    except Exception:  # any parse failure means the pickle is broken
+        return None
+
+
+def _load_upstream(path: Path, trust_checkpoint: bool, max_memory_gb: float | None) -> LoadedCheckpoint:
+    is_zip = zipfile.is_zipfile(path)
+    head = _head(path)
+    if not is_zip and head.startswith(b"PK"):
+        raise _corrupt(path, "a zip archive without its central directory (cut short?)")
+    if not is_zip and not head.startswith(b"\x80"):  # torch's legacy format opens with a pickle
         raise CheckpointError(
             f"{path} is not a PyTorch checkpoint (expected an upstream ViTime .pth, or a native "
             f".safetensors + .json pair)"
         )
+    damage = _zip_damage(path) if is_zip else None
+    if damage is not None:
+        raise _corrupt(path, damage)
     try:
         if trust_checkpoint:
             payload = torch.load(path, map_location="cpu", weights_only=False)
@@ -93,17 +171,21 @@ def _load_upstream(path: Path, trust_checkpoint: bool) -> LoadedCheckpoint:
             with torch.serialization.safe_globals(_safe_globals()):
                 payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "global" in str(exc).lower() or "weights_only" in str(exc):
+        reason = _unpickler_reason(exc)
+        needed = _pickle_globals(path)
+        if not trust_checkpoint and needed:
             raise CheckpointError(
-                f"refusing to unpickle {path}: it needs code outside the safe allow-list "
-                f"({first_line}). Only if you trust this file, pass trust_checkpoint=True."
+                f"refusing to unpickle {path}: it is a readable checkpoint that needs code outside "
+                f"the safe allow-list ({reason}). Only if you trust this file, pass "
+                f"trust_checkpoint=True."
             ) from None
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {first_line}") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {exc}"
-        ) from None
+        raise _corrupt(path, reason) from None
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a damaged file can fail anywhere inside torch.load / pickle
+        reason = _unpickler_reason(exc)
+        kind = type(exc).__name__
+        raise _corrupt(path, reason if reason.startswith(kind) else f"{kind}: {reason}") from None
     if not isinstance(payload, Mapping) or "model" not in payload or "args" not in payload:
         found = sorted(payload.keys()) if isinstance(payload, Mapping) else type(payload).__name__
         raise CheckpointError(
@@ -114,14 +196,14 @@ def _load_upstream(path: Path, trust_checkpoint: bool) -> LoadedCheckpoint:
         config = ViTimeConfig.from_mapping(payload["args"])
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: its 'args' do not describe a ViTime model: {exc}") from None
+    _check_config_memory(config, f"{path} args", max_memory_gb)
     state = _clean_state_dict(payload["model"], path)
     return LoadedCheckpoint(config, state, path, "upstream", {"args": config.extra})
 
 
-def _looks_like_legacy_torch(path: Path) -> bool:
+def _head(path: Path) -> bytes:
     with open(path, "rb") as handle:
-        head = handle.read(2)
-    return head[:1] == b"\x80"  # pickle protocol marker of torch's legacy format
+        return handle.read(4)
 
 
 def _clean_state_dict(state: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -142,7 +224,9 @@ def _clean_state_dict(state: Any, path: Path) -> dict[str, torch.Tensor]:
     return cleaned
 
 
-def _load_native(path: Path, weights: Path, config_path: Path) -> LoadedCheckpoint:
+def _load_native(
+    path: Path, weights: Path, config_path: Path, max_memory_gb: float | None = None
+) -> LoadedCheckpoint:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -161,14 +245,15 @@ def _load_native(path: Path, weights: Path, config_path: Path) -> LoadedCheckpoi
             f"{config_path} is not an attnviz ViTime config (expected format {NATIVE_FORMAT!r} "
             f"with a 'config' entry)"
         )
+    try:  # the config first: it is checked before a byte of weights is read
+        config = ViTimeConfig.from_mapping(meta["config"])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{config_path}: invalid ViTime config: {exc}") from None
+    _check_config_memory(config, f"weights config {config_path}", max_memory_gb)
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from None
-    try:
-        config = ViTimeConfig.from_mapping(meta["config"])
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{config_path}: invalid ViTime config: {exc}") from None
     return LoadedCheckpoint(config, _clean_state_dict(state, weights), weights, "native", meta)
 
 
@@ -225,13 +310,17 @@ def save_native(
 
 
 def convert_upstream(
-    source: str | Path, destination: str | Path, trust_checkpoint: bool = False
+    source: str | Path,
+    destination: str | Path,
+    trust_checkpoint: bool = False,
+    max_memory_gb: float | None = None,
 ) -> tuple[Path, Path]:
     """Convert an upstream ``.pth`` into the native safetensors + JSON format."""
     from .model import ViTimeMAE
 
-    loaded = load_checkpoint(source, trust_checkpoint=trust_checkpoint)
-    check_state_dict(ViTimeMAE(loaded.config), loaded.state_dict, loaded.path)
+    loaded = load_checkpoint(source, trust_checkpoint=trust_checkpoint, max_memory_gb=max_memory_gb)
+    model = ViTimeMAE(loaded.config, max_memory_gb=max_memory_gb)
+    check_state_dict(model, loaded.state_dict, loaded.path)
     return save_native(
         destination,
         loaded.config,

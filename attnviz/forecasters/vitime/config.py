@@ -8,8 +8,11 @@ decoder has half the width and half the depth) unless explicit dimensions are gi
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
+
+import numpy as np
 
 # Upstream argument name -> our field name, for the args that matter at inference or training.
 _UPSTREAM_NAMES = {
@@ -55,30 +58,59 @@ class ViTimeConfig:
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "size", tuple(int(s) for s in self.size))
-        object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
-        if len(self.size) != 3:
-            raise ValueError(f"size must have 3 entries (history, label, horizon), got {self.size!r}")
-        if len(self.patch_size) != 2:
-            raise ValueError(f"patch_size must be (bins, columns), got {self.patch_size!r}")
-        if self.h < 2:
-            raise ValueError(f"h (value bins) must be >= 2, got {self.h!r}")
-        if not self.max_scal > 0:
-            raise ValueError(f"maxScal must be > 0, got {self.max_scal!r}")
-        ph, pw = self.patch_size
-        if self.h % ph:
-            raise ValueError(f"h={self.h} is not divisible by the patch height {ph}")
-        if self.width % pw:
-            raise ValueError(f"image width {self.width} is not divisible by the patch width {pw}")
+        # Field by field first (types, signs), so that nothing below divides by 0 or builds a
+        # negative size; ``budget.check_model_memory`` then bounds what the sizes would allocate.
+        set_ = object.__setattr__
+        set_(self, "h", _integer("h", self.h, 2))
+        set_(self, "max_scal", _real("maxScal", self.max_scal, positive=True))
+        size = _sequence("size", self.size, 3, "(history, label, horizon) widths")
+        set_(self, "size", (_integer("size[0]", size[0], 1), _integer("size[1]", size[1], 0),
+                            _integer("size[2]", size[2], 0)))
+        patch = _sequence("patch_size", self.patch_size, 2, "(value bins, columns)")
+        set_(self, "patch_size", (_integer("patch_size[0]", patch[0], 1),
+                                  _integer("patch_size[1]", patch[1], 1)))
+        if self.model_size is not None:
+            set_(self, "model_size", _real("modelSize", self.model_size, positive=True))
+        for name, least in (("embed_dim", 1), ("depth", 1), ("num_heads", 1), ("decoder_embed_dim", 1),
+                            ("decoder_depth", 0), ("decoder_num_heads", 1)):
+            if getattr(self, name) is not None:
+                set_(self, name, _integer(name, getattr(self, name), least))
+        set_(self, "mlp_ratio", _real("mlp_ratio", self.mlp_ratio, positive=True))
+        set_(self, "d_norm", _real("dNorm", self.d_norm, positive=True))
+        set_(self, "expand_data", _integer("expandData", self.expand_data, 1))
+        if self.mu_norm is not None:
+            set_(self, "mu_norm", _real("muNorm", self.mu_norm))
         if self.model_size is None and None in (self.embed_dim, self.depth, self.num_heads):
             raise ValueError("give either modelSize or embed_dim, depth and num_heads")
+        # Sizes derived from modelSize (upstream truncates) must be usable too.
+        for name, field_name, least in (
+            ("enc_embed_dim", "embed_dim", 4), ("enc_depth", "depth", 1), ("enc_num_heads", "num_heads", 1),
+            ("dec_embed_dim", "decoder_embed_dim", 4), ("dec_depth", "decoder_depth", 0),
+            ("dec_num_heads", "decoder_num_heads", 1),
+        ):
+            value = getattr(self, name)
+            if value < least:
+                raise ValueError(
+                    f"{field_name}={value} (from modelSize={self.model_size!r}) must be >= {least}"
+                )
+        if int(self.enc_embed_dim * self.mlp_ratio) < 1:
+            raise ValueError(f"mlp_ratio={self.mlp_ratio!r} leaves the MLP no hidden units")
+        ph, pw = self.patch_size
+        if self.h % ph:
+            raise ValueError(f"h={self.h} is not divisible by the patch height patch_size[0]={ph}")
+        if self.width % pw:
+            raise ValueError(
+                f"image width {self.width} ((size[0] + size[2]) x expandData) is not divisible by "
+                f"the patch width patch_size[1]={pw}"
+            )
         if self.enc_embed_dim % self.enc_num_heads:
             raise ValueError(
-                f"embed dim {self.enc_embed_dim} is not divisible by {self.enc_num_heads} heads"
+                f"embed_dim={self.enc_embed_dim} is not divisible by num_heads={self.enc_num_heads}"
             )
         if self.dec_embed_dim % self.dec_num_heads:
             raise ValueError(
-                f"decoder dim {self.dec_embed_dim} is not divisible by {self.dec_num_heads} heads"
+                f"decoder_embed_dim={self.dec_embed_dim} is not divisible by "
+                f"decoder_num_heads={self.dec_num_heads}"
             )
         for name in ("enc_embed_dim", "dec_embed_dim"):
             if getattr(self, name) % 4:
@@ -192,3 +224,31 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
         ):
             out[key] = list(value)
     return out
+
+
+def _integer(name: str, value: Any, least: int) -> int:
+    """``value`` as an int >= ``least``; whole floats (1024.0, 1e9) pass, bools and text do not."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    if not isinstance(value, numbers.Integral) and not (
+        math.isfinite(value) and float(value).is_integer()
+    ):
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    if value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    return int(value)
+
+
+def _real(name: str, value: Any, positive: bool = False) -> float:
+    """``value`` as a finite float (> 0 when ``positive``); bools and text are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return float(value)
+
+
+def _sequence(name: str, value: Any, length: int, meaning: str) -> tuple:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != length:
+        raise ValueError(f"{name} must be {length} integers {meaning}, got {value!r}")
+    return tuple(value)

@@ -78,12 +78,17 @@ class ViTimeForecaster:
         config: ViTimeConfig | Mapping[str, Any],
         device: str | torch.device | None = "cpu",
         seed: int | None = None,
+        max_memory_gb: float | None = None,
     ) -> "ViTimeForecaster":
-        """A randomly initialised ViTime (upstream init) of the given config."""
+        """A randomly initialised ViTime (upstream init) of the given config.
+
+        ``max_memory_gb``: refuse configs estimated above this (default 4 GB, see ``budget``).
+        """
         cfg = config if isinstance(config, ViTimeConfig) else ViTimeConfig.from_mapping(config)
         if seed is not None:
             torch.manual_seed(seed)
-        return cls(ViTimeMAE(cfg), device=device, source="random-init")
+        model = ViTimeMAE(cfg, max_memory_gb=max_memory_gb)  # checks the estimate before building
+        return cls(model, device=device, source="random-init")
 
     @classmethod
     def from_checkpoint(
@@ -91,10 +96,16 @@ class ViTimeForecaster:
         path: str | Path,
         device: str | torch.device | None = "cpu",
         trust_checkpoint: bool = False,
+        max_memory_gb: float | None = None,
     ) -> "ViTimeForecaster":
-        """Load an upstream ``.pth`` (strictly) or a native safetensors + JSON checkpoint."""
-        loaded = load_checkpoint(path, trust_checkpoint=trust_checkpoint)
-        model = ViTimeMAE(loaded.config)
+        """Load an upstream ``.pth`` (strictly) or a native safetensors + JSON checkpoint.
+
+        The config is validated and its memory (parameters + one forward, attention maps
+        included) estimated before anything is built; above ``max_memory_gb`` (default
+        ``$ATTNVIZ_MAX_MEMORY_GB`` or 4 GB) it is a one-line CheckpointError.
+        """
+        loaded = load_checkpoint(path, trust_checkpoint=trust_checkpoint, max_memory_gb=max_memory_gb)
+        model = ViTimeMAE(loaded.config, max_memory_gb=max_memory_gb)
         check_state_dict(model, loaded.state_dict, loaded.path)
         model.load_state_dict(loaded.state_dict, strict=True)
         return cls(model, device=device, source=str(loaded.path), metadata=loaded.metadata)
@@ -105,7 +116,11 @@ class ViTimeForecaster:
 
     # ----- geometry ----------------------------------------------------------------------------
     def grid(self, length: int, horizon: int) -> TokenGrid:
-        """Token geometry of a call with ``length`` history samples and ``horizon``."""
+        """Token geometry of a call with ``length`` history samples and ``horizon``.
+
+        A history that would cover fewer than two token columns is a one-line ValueError naming
+        the history, the horizon and the column width (``predict`` and ``analyze`` share it).
+        """
         return self.mapper.grid_for(int(length), as_horizon(horizon))
 
     def prepare(self, series: Any, horizon: Any) -> PreparedSeries:

@@ -11,6 +11,7 @@ import torch
 from timm.models.vision_transformer import Block, PatchEmbed
 from torch import nn
 
+from .budget import check_model_memory
 from .config import ViTimeConfig
 
 
@@ -63,7 +64,12 @@ class ViTimeMAE(nn.Module):
     image column (apply a softmax over the last axis).
     """
 
-    def __init__(self, config: ViTimeConfig) -> None:
+    def __init__(self, config: ViTimeConfig, max_memory_gb: float | None = None) -> None:
+        """Build the network; a config whose estimated memory passes the limit is refused first.
+
+        ``max_memory_gb``: the limit (default ``$ATTNVIZ_MAX_MEMORY_GB`` or 4 GB, see ``budget``).
+        """
+        check_model_memory(config, "model config", max_memory_gb)
         super().__init__()
         self.config = config
         c = config
