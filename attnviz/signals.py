@@ -36,6 +36,7 @@ __all__ = [
     "TWO_HARMONICS_PERIODS",
     "add_noise",
     "evaluate_expression",
+    "expression_cost",
     "harmonics",
     "parse_expression",
     "sinusoid",
@@ -46,6 +47,9 @@ __all__ = [
 MAX_LENGTH = 10_000_000
 MAX_EXPRESSION_CHARS = 2000
 MAX_ABS_EXPONENT = 100.0
+#: elements x array operations one evaluation may cost (~10 s of numpy transcendental work).
+MAX_ELEMENT_OPERATIONS = 1_000_000_000
+_CALL_ARRAYS = 3  # n itself, the broadcast copy and the finiteness mask of ParsedExpression.__call__
 
 #: Periods (samples) of the terms of :func:`three_harmonics`, fundamental first.
 THREE_HARMONICS_PERIODS: tuple[float, float, float] = (20 * math.pi, 10 * math.pi, 2 * math.pi)
@@ -395,16 +399,75 @@ class _Builder:
         return (lambda n, _fn=fn, _a=fns[0], _b=fns[1]: _fn(_a(n), _b(n))), dep
 
 
-class ParsedExpression:
-    """A checked expression; call it with an array of sample indices ``n``."""
+def expression_cost(node: ast.AST) -> tuple[bool, int, int]:
+    """(depends on n, array operations, arrays alive at the peak) of a checked expression tree.
 
-    def __init__(self, source: str, fn: _Fn, depends_on_n: bool) -> None:
+    Only operations on something that depends on ``n`` touch every element; constant parts are
+    scalars.  A binary operation holds its left result while the right side is evaluated, so a
+    right-nested chain such as ``sin(n)**(sin(n)**(...))`` keeps one array per level alive.
+    """
+    if isinstance(node, ast.Name):
+        return node.id == "n", 0, 0
+    if isinstance(node, ast.Constant):
+        return False, 0, 0
+    if isinstance(node, ast.UnaryOp):
+        children = [node.operand]
+    elif isinstance(node, ast.BinOp):
+        children = [node.left, node.right]
+    elif isinstance(node, ast.Call):
+        children = list(node.args)
+    else:  # unreachable after _Builder's checks
+        raise ValueError(f"{type(node).__name__} is not allowed in expression")
+    dep, ops, peak = False, 0, 0
+    for held, child in enumerate(children):  # earlier arguments stay alive meanwhile
+        d, o, p = expression_cost(child)
+        dep, ops, peak = dep or d, ops + o, max(peak, held + p)
+    if not dep:
+        return False, 0, 0
+    return True, ops + 1, max(peak, len(children) + 1)
+
+
+class ParsedExpression:
+    """A checked expression; call it with an array of sample indices ``n``.
+
+    ``operations``: array operations per evaluation; ``peak_arrays``: arrays of len(n) alive at
+    once.  A call whose elements x operations or memory would pass the limits is refused before
+    any work (``check_cost``).
+    """
+
+    def __init__(
+        self, source: str, fn: _Fn, depends_on_n: bool, operations: int = 0, peak_arrays: int = 0
+    ) -> None:
         self.source = source
         self._fn = fn
         self.depends_on_n = depends_on_n
+        self.operations = operations
+        self.peak_arrays = peak_arrays
+
+    def check_cost(self, elements: int, max_memory_gb: float | None = None) -> None:
+        """One-line ValueError when evaluating at ``elements`` points would be too slow or too big."""
+        shown = self.source if len(self.source) <= 60 else self.source[:57] + "..."
+        work = elements * self.operations
+        if work > MAX_ELEMENT_OPERATIONS:
+            raise ValueError(
+                f"expression {shown!r} needs {self.operations} array operations on {elements:,} "
+                f"samples = {work:.3g} element-operations, above the limit of "
+                f"{MAX_ELEMENT_OPERATIONS:.3g}; shorten the expression or the length"
+            )
+        from .limits import GB, LIMIT_HINT, format_bytes, memory_limit_gb
+
+        need = elements * (self.peak_arrays + _CALL_ARRAYS) * 8
+        limit = memory_limit_gb(max_memory_gb)
+        if need > limit * GB:
+            raise ValueError(
+                f"expression {shown!r} keeps up to {self.peak_arrays} arrays of {elements:,} samples "
+                f"alive (~{format_bytes(need)}; limit {limit:g} GB; raise it with {LIMIT_HINT}); "
+                f"nest less deeply or shorten the length"
+            )
 
     def __call__(self, n: np.ndarray) -> np.ndarray:
         idx = np.asarray(n, dtype=np.float64)
+        self.check_cost(int(idx.size))
         with np.errstate(all="ignore"):
             out = np.broadcast_to(np.asarray(self._fn(idx), dtype=np.float64), idx.shape).copy()
         bad = ~np.isfinite(out)
@@ -451,9 +514,10 @@ def parse_expression(expr: str) -> ParsedExpression:
         ) from None
     try:
         fn, dep = _Builder(source).build(tree.body)
+        _, operations, peak = expression_cost(tree.body)
     except RecursionError:
         raise ValueError("expression is too deeply nested") from None
-    return ParsedExpression(source, fn, dep)
+    return ParsedExpression(source, fn, dep, operations, peak)
 
 
 def evaluate_expression(expr: str, length: int) -> np.ndarray:
