@@ -6,7 +6,8 @@ answers instantly and shows the defaults the Python API uses (one place defines 
 from __future__ import annotations
 
 import argparse
-from typing import Any, Sequence
+import sys
+from typing import Any, NoReturn, Sequence
 
 from ..argtypes import column_list, positive_float, positive_int, unit_float
 from .config import DEFAULT_MODEL, TrainConfig
@@ -74,6 +75,12 @@ _FLAGS: tuple[tuple[str, str | None, dict[str, Any]], ...] = (
         help="decoder blocks (default %d; as --depth)" % DEFAULT_MODEL["decoder_depth"],
     )),
     ("--threads", "threads", dict(type=positive_int, help="torch CPU threads")),
+    ("--max-memory-gb", "max_memory_gb", dict(
+        type=positive_float,
+        metavar="GB",
+        help="refuse a run whose one training step is estimated above this (default: "
+        "$ATTNVIZ_MAX_MEMORY_GB or 4)",
+    )),
     ("--export", None, dict(
         metavar="PATH",
         default=None,
@@ -116,6 +123,21 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+class UsageExit(SystemExit):
+    """Exit status 2 (the ``attnviz`` contract for user errors, argparse's too); ``str()`` is the line."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(line)
+        self.code = 2
+
+
+def fail(message: object) -> NoReturn:
+    """A user error: one line on stderr, then exit code 2 (a plain SystemExit(message) exits 1)."""
+    line = f"attnviz train: {message}"
+    print(line, file=sys.stderr)
+    raise UsageExit(line)
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -124,14 +146,14 @@ def run(args: argparse.Namespace) -> int:
     ckpt = Path(args.out) / "checkpoint.pt"
     if args.export_only:
         if not args.export:
-            raise SystemExit("attnviz train: --export-only needs --export PATH")
+            fail("--export-only needs --export PATH")
         if not ckpt.exists():
-            raise SystemExit(f"attnviz train: no checkpoint to export at {ckpt}")
+            fail(f"no checkpoint to export at {ckpt}")
     else:
         try:
             cfg = config_from_args(args)
         except ValueError as err:  # contradicting settings
-            raise SystemExit(f"attnviz train: {err}") from None
+            fail(err)
     # Only input errors become one line: a ValueError from inside a training step keeps its traceback.
     try:
         if not args.export_only:
@@ -139,10 +161,12 @@ def run(args: argparse.Namespace) -> int:
         if args.export:
             # a depth given with --export-only is a claim about the checkpoint, checked before writing
             depths = (args.depth, args.decoder_depth) if args.export_only else (None, None)
-            weights, config = export_checkpoint(ckpt, args.export, expected_depths=depths, log=print)
+            weights, config = export_checkpoint(
+                ckpt, args.export, expected_depths=depths, log=print, max_memory_gb=args.max_memory_gb
+            )
             print(f"exported {weights} and {config}")
     except TrainingInputError as err:
-        raise SystemExit(f"attnviz train: {err}") from None
+        fail(err)
     return 0
 
 

@@ -63,6 +63,7 @@ class TrainConfig:
     easy_fraction: float = SyntheticSpec.easy_fraction
     other_family_fraction: float = SyntheticSpec.other_family_fraction
     init_from: str | None = None  # start from these weights (fresh optimiser and curriculum)
+    max_memory_gb: float | None = None  # estimated step memory limit (None: $ATTNVIZ_MAX_MEMORY_GB or 4)
     model: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_MODEL))
 
     def __post_init__(self) -> None:

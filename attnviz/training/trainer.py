@@ -29,6 +29,7 @@ from scipy.ndimage import correlate1d
 
 from ..evaluation import EvalCase, evaluate_cases, harmonic_mixtures, seed_signal, summarize
 from ..forecasters.vitime import ViTimeConfig, ViTimeForecaster, ViTimeMAE, resolve_device
+from ..forecasters.vitime.budget import check_training_memory
 from ..forecasters.vitime.checkpoint import CheckpointError, resolve_native_paths
 from ..progress import ProgressBar
 from ..forecasters.vitime.mapping import BLUR_KERNEL_SIZE, STD_EPS, opencv_gaussian_kernel
@@ -208,7 +209,10 @@ def checkpoint_config(payload: dict[str, Any], path: str | Path, role: str) -> V
 
 
 def initial_weights(
-    path: str | Path, config: ViTimeConfig, fresh: dict[str, torch.Tensor] | None = None
+    path: str | Path,
+    config: ViTimeConfig,
+    fresh: dict[str, torch.Tensor] | None = None,
+    max_memory_gb: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Weights to start from: a training checkpoint, or any file ``load_forecaster`` reads.
 
@@ -230,7 +234,7 @@ def initial_weights(
             source, state = checkpoint_config(raw, path, "--init-from"), raw["model"]
     if state is None:
         try:
-            fc = ViTimeForecaster.from_checkpoint(path, device="cpu")
+            fc = ViTimeForecaster.from_checkpoint(path, device="cpu", max_memory_gb=max_memory_gb)
         except CheckpointError as err:
             raise TrainingInputError(
                 f"--init-from: {err} (a training checkpoint written by attnviz train is also accepted)"
@@ -253,6 +257,14 @@ def _atomic_save(payload: dict[str, Any], path: Path) -> None:
 
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     """Run (or resume) training; returns the checkpoint path. Safe to interrupt at any time."""
+    try:  # settings and the memory one step needs are checked before anything is built or written
+        config = ViTimeConfig.from_mapping(cfg.model)
+    except ValueError as err:
+        raise TrainingInputError(f"model settings: {err}") from None
+    try:
+        check_training_memory(config, cfg.batch_size, cfg.max_memory_gb)
+    except ValueError as err:
+        raise TrainingInputError(str(err)) from None
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -261,11 +273,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     ckpt_path = out / "checkpoint.pt"
     log_path = out / "log.jsonl"
     torch.manual_seed(cfg.seed)
-    try:
-        config = ViTimeConfig.from_mapping(cfg.model)
-    except ValueError as err:
-        raise TrainingInputError(f"model settings: {err}") from err
-    model = ViTimeMAE(config).to(device)
+    model = ViTimeMAE(config, max_memory_gb=cfg.max_memory_gb).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     builder = BatchBuilder(config, cfg, device)
     step, difficulty, ema = 0, cfg.start_difficulty, None
@@ -289,7 +297,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
         if resume:
             log(f"no checkpoint at {ckpt_path}; starting fresh")
         if cfg.init_from:
-            model.load_state_dict(initial_weights(cfg.init_from, config, model.state_dict()))
+            model.load_state_dict(
+                initial_weights(cfg.init_from, config, model.state_dict(), cfg.max_memory_gb)
+            )
             log(f"initialised from {cfg.init_from}")
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"{config.describe()}; {n_params / 1e6:.2f} M trainable parameters; device {device}")
@@ -359,6 +369,7 @@ def export_checkpoint(
     destination: str | Path,
     expected_depths: tuple[int | None, int | None] = (None, None),
     log: Callable[[str], None] | None = None,
+    max_memory_gb: float | None = None,
 ) -> tuple[Path, Path]:
     """Write a training checkpoint's weights as the native safetensors + JSON format.
 
@@ -377,7 +388,10 @@ def export_checkpoint(
             )
     if log is not None:
         log(f"exporting step {state['step']}: {config.describe()}")
-    model = ViTimeMAE(config)
+    try:
+        model = ViTimeMAE(config, max_memory_gb=max_memory_gb)
+    except ValueError as err:  # the memory estimate: a checkpoint config is user input too
+        raise TrainingInputError(f"export: {ckpt_path}: {err}") from None
     model.load_state_dict(state["model"])
     fc = ViTimeForecaster(model)
     meta = {
