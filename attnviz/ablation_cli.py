@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .argtypes import non_negative_int, positive_int, unit_float
-from .cli import UserError, _add_model_args, load_series, parse_heads
+from .cli import UserError, _add_model_args, load_model, load_series, parse_heads
 
 __all__ = ["add_ablate_parser", "cmd_ablate", "plot_ablation"]
 
@@ -80,14 +80,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from .ablation import HeadAblator
     from .ranking import RankingCaveatWarning
     from .report import ReportWriter, model_label
-    from .weights import load_forecaster
 
     if args.holdout and not args.csv:
         raise UserError("--holdout is for --csv (with --expr the truth is the expression continued)")
     chosen = parse_heads(args.heads) if args.heads else "auto"
     history, truth, label, rows = _series_and_truth(args)
     with ReportWriter(Path(args.out), "ablate") as report:  # checks --out before any work
-        fc = load_forecaster(args.weights, device=args.device, trust_checkpoint=args.trust_checkpoint)
+        fc = load_model(args)
         ablator = HeadAblator(fc)
         if chosen != "auto":
             ablator.resolve(chosen)  # bad heads fail here, before the reference forwards

@@ -29,6 +29,10 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         "--trust-checkpoint", action="store_true",
         help="allow arbitrary pickle code when loading a .pth (only for files you trust)",
     )
+    parser.add_argument(
+        "--max-memory-gb", type=positive_float, default=None,
+        help="refuse a model whose estimated memory exceeds this (default $ATTNVIZ_MAX_MEMORY_GB, else 4)",
+    )
 
 
 def parse_heads(text: str) -> str | list[tuple[str | int, int]]:
@@ -74,7 +78,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         from .validation import as_series
 
         series = as_series(source.values)
-        fc = _load(args)
+        fc = load_model(args)
         res = MultiHeadAttentionRollout(fc).analyze(series, args.horizon)
         with warnings.catch_warnings():  # the caveats are printed below as one-line notes
             warnings.simplefilter("ignore", RankingCaveatWarning)
@@ -110,10 +114,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace, configured: str | None = None) -> Any:
+def load_model(args: argparse.Namespace, configured: str | None = None, device: str | None = None) -> Any:
+    """The forecaster the model flags name (``--weights``, ``--device``, ``--trust-checkpoint``,
+    ``--max-memory-gb``): one place, so every command loads alike."""
     from .weights import load_forecaster
 
-    return load_forecaster(args.weights, device=args.device, trust_checkpoint=args.trust_checkpoint, configured=configured)
+    return load_forecaster(args.weights, device=device or args.device, trust_checkpoint=args.trust_checkpoint,
+                           configured=configured, max_memory_gb=args.max_memory_gb)
 
 
 def cmd_experiments(args: argparse.Namespace, configured: str | None = None) -> int:
@@ -124,7 +131,7 @@ def cmd_experiments(args: argparse.Namespace, configured: str | None = None) -> 
     unknown = [n for n in (only or []) if n not in EXPERIMENTS]
     if unknown:
         raise UserError(f"unknown experiment(s) {', '.join(unknown)}; available: {', '.join(EXPERIMENTS)}")
-    fc = _load(args, configured)
+    fc = load_model(args, configured)
     print(f"model: {fc.source} ({fc.config.describe()})", file=sys.stderr)
     outcomes = run_experiments(fc, Path(args.out), only)
     print(format_table(outcomes))
@@ -143,10 +150,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluation_table
     from .weights import default_weights_path, is_bundled, load_forecaster
 
-    chosen = _load(args)
+    chosen = load_model(args)
     models = [chosen]
     if not is_bundled(chosen):  # another model joins the bundled one's table
-        models.insert(0, load_forecaster(default_weights_path(), device=args.device))
+        models.insert(0, load_forecaster(default_weights_path(), device=args.device, max_memory_gb=args.max_memory_gb))
     print(evaluation_table(models, cases=args.cases))
     return 0
 

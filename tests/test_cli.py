@@ -186,6 +186,23 @@ def test_top_k_is_bounded_by_the_heads_of_the_model(tmp_path):
     assert len(summary["selected_heads"]) == heads
 
 
+def test_a_tiny_config_asking_for_a_giant_model_is_refused_before_loading(tmp_path):
+    import shutil
+
+    weights = ROOT / "attnviz" / "weights" / "vitime_small.safetensors"
+    config = json.loads(weights.with_suffix(".json").read_text())
+    config["config"]["embed_dim"] = 8192
+    config["config"]["depth"] = 100000
+    shutil.copy(weights, tmp_path / "huge.safetensors")
+    (tmp_path / "huge.json").write_text(json.dumps(config))
+    proc = attnviz_cli("explain", "--expr", "sin(n)", "--weights", str(tmp_path / "huge.safetensors"),
+                       "--max-memory-gb", "2", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "embed_dim=8192" in proc.stderr and "limit 2 GB" in proc.stderr
+    bad = attnviz_cli("explain", "--expr", "sin(n)", "--max-memory-gb", "-1", "--out", str(tmp_path / "o"))
+    assert bad.returncode == 2 and "--max-memory-gb" in bad.stderr
+
+
 def test_convert_command(tmp_path):
     src = ROOT / "tests" / "fixtures" / "vitime-upstream-small" / "checkpoint.pth"
     proc = attnviz_cli("convert", str(src), str(tmp_path / "native.safetensors"))
