@@ -35,6 +35,12 @@ def add_scan_parser(sub: Any, add_model_args: Any) -> argparse.ArgumentParser:
     scan.add_argument("--batch-size", type=positive_int, default=16, help="series per model call (default 16)")
     scan.add_argument("--shard-size", type=positive_int, default=32, help="series per shard file (default 32)")
     scan.add_argument("--no-null", action="store_true", help="skip the null baseline (halves the work)")
+    scan.add_argument("--ablate", type=int, metavar="K",
+                      help="also ablate each series' top-K ranked heads together, and K random heads (one seeded draw "
+                           "per series): forecast-error change vs the truth (needs --synthetic or --holdout)")
+    scan.add_argument("--ablate-mode", choices=["mean", "zero"],
+                      help="with --ablate: replace a head's output by its per-position mean over a fixed reference "
+                           "set of 32 harmonic mixtures (default), or by 0")
     scan.add_argument("--out", default="attnviz-scan", help="output directory (a rerun resumes from its shards)")
     add_model_args(scan)
     scan.set_defaults(func=cmd_scan)
@@ -63,6 +69,9 @@ def _items(args: argparse.Namespace) -> tuple[list[Any], str]:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    from .ablation import ScanAblation, ablation_fields, check_request
+
+    check_request(args)  # before torch is imported: a bad --ablate fails at once
     from ..analysis import MultiHeadAttentionRollout
     from ..progress import ProgressBar
     from ..report import ensure_writable_dir, model_label
@@ -78,13 +87,19 @@ def cmd_scan(args: argparse.Namespace) -> int:
     out = ensure_writable_dir(args.out)
     try:
         fc = load_forecaster(args.weights, device=device, trust_checkpoint=args.trust_checkpoint)
-        explainer = MultiHeadAttentionRollout(fc)
+        if args.ablate is None:
+            explainer, ablator = MultiHeadAttentionRollout(fc), None
+        else:
+            from ..ablation import HeadAblator
+
+            ablator = HeadAblator(fc)
+            explainer = ablator.explainer
         heads = explainer.num_heads
         settings = ScanSettings(
             source=source, series=len(items), names_digest=names_digest([i.name for i in items]),
             length=args.length, horizon=args.horizon, holdout=bool(args.holdout or args.synthetic),
             null=not args.no_null, seed=args.seed, shard_size=args.shard_size, model=str(model_label(fc)),
-            layers=len(heads), heads=max(heads.values()),
+            layers=len(heads), heads=max(heads.values()), **ablation_fields(args, sum(heads.values())),
         )
         if where.rank == 0:
             existing = claim_folder(out, settings)
@@ -100,6 +115,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             explainer, items, out, settings, args.batch_size, where,
             report=lambda message: print(f"attnviz scan: rank {where.rank}: {message}", file=sys.stderr),
             progress=(lambda step, total: bar.update(step)) if bar else (lambda step, total: None),
+            ablation=ScanAblation.from_settings(ablator, settings),
         )
         where.barrier()
         if where.rank != 0:
@@ -115,7 +131,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 def _write_report(out: Path, settings: Any, explainer: Any, samples_per_col: float, done: dict[str, int], seconds: float) -> dict[str, Any]:
     from ..report import ReportWriter
-    from .figures import interval_figure, similarity_figure
+    from .ablation import ablation_summary
+    from .figures import ablation_figure, interval_figure, similarity_figure
     from .merge import merge_shards
     from .stats import head_clusters
 
@@ -139,4 +156,8 @@ def _write_report(out: Path, settings: Any, explainer: Any, samples_per_col: flo
             fig = plotter.period_sweep(recovery["true"], recovery["detected"], samples_per_col,
                                        title="top head's period vs the known period")
             report.add_figure(fig, "detected_vs_true", kind="period_recovery")
+        if settings.ablate:
+            summary["ablation"] = ablation_summary(merged, settings)
+            fig = ablation_figure(plotter, merged.topk_delta, merged.random_delta, summary["ablation"])
+            report.add_figure(fig, "ablation", kind="ablation")
         return report.finish({"settings": settings.to_dict(), "shards": done, "seconds": round(seconds, 1), **summary})

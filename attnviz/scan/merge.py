@@ -1,7 +1,8 @@
 """Merging a scan's shards into its tables and dataset-level statistics (rank 0's job).
 
 ``heads.csv``: one row per scanned series x layer x head. ``series.csv``: one row per series,
-scanned or skipped (with the reason). The summary's per-head statistics are means over series
+scanned or skipped (with the reason). With ``--ablate`` both gain the ablation columns of
+:mod:`attnviz.scan.ablation`. The summary's per-head statistics are means over series
 with bootstrap intervals, the same on phase-randomised surrogates of the same series (the null
 baseline), and the paired difference, so a "period head" is judged against chance.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .ablation import head_label
 from .shards import ScanSettings, read_shard
 from .stats import Interval, bootstrap_means, head_clusters
 
@@ -36,6 +38,9 @@ class MergedScan:
     similarity: np.ndarray  # (layers*heads, layers*heads) mean lag-profile correlation
     info: list[dict[str, Any]]
     samples_per_col: float
+    topk_delta: np.ndarray | None = None  # (series,) ΔMAE of the top-K / random heads (--ablate)
+    random_delta: np.ndarray | None = None
+    ablate: int = 0  # K of --ablate; 0: no ablation columns
 
     @property
     def scanned(self) -> np.ndarray:
@@ -54,25 +59,38 @@ class MergedScan:
     def heads_csv(self) -> str:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["series", "layer", "head", "period_samples", "score", "null_score", "true_period"])
+        writer.writerow(["series", "layer", "head", "period_samples", "score", "null_score", "true_period"]
+                        + (["ablated_in_topk", "topk_delta_mae", "ablated_in_random", "random_delta_mae"] if self.ablate else []))
         for s, row in enumerate(self.info):
             if row["skipped"]:
                 continue
             for li, name in enumerate(self.layer_names):
                 for h in range(self.num_heads[li]):
                     writer.writerow([row["series"], name, h, _cell(self.periods[s, li, h]), _cell(self.scores[s, li, h]),
-                                     _cell(self.null_scores[s, li, h]), _cell(row["true_period"])])
+                                     _cell(self.null_scores[s, li, h]), _cell(row["true_period"])]
+                                    + (self._ablated(s, name, h) if self.ablate else []))
         return buffer.getvalue()
+
+    def _ablated(self, s: int, layer: str, head: int) -> list[Any]:
+        """[in top-K, its ΔMAE or '', in random, its ΔMAE or ''] of one head of series ``s``."""
+        cells: list[Any] = []
+        for key, delta in (("topk", self.topk_delta), ("random", self.random_delta)):
+            inside = [layer, head] in (self.info[s].get(f"{key}_heads") or [])
+            cells += [int(inside), _cell(delta[s]) if inside else ""]
+        return cells
 
     def series_csv(self) -> str:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["series", "rows", "skipped", "reason", "mae", "mean_forecast_mae", "true_period",
-                         "top_layer", "top_head", "top_period_samples"])
+                         "top_layer", "top_head", "top_period_samples"]
+                        + (["topk_heads", "topk_delta_mae", "random_heads", "random_delta_mae"] if self.ablate else []))
         for s, row in enumerate(self.info):
+            ablated = [head_label(row.get("topk_heads")), _cell(self.topk_delta[s]),
+                       head_label(row.get("random_heads")), _cell(self.random_delta[s])] if self.ablate else []
             writer.writerow([row["series"], row["rows"], int(row["skipped"]), row["reason"], _cell(self.mae[s]),
                              _cell(self.mean_mae[s]), _cell(row["true_period"]), row["top_layer"] or "",
-                             "" if row["top_head"] is None else row["top_head"], _cell(row["top_period"])])
+                             "" if row["top_head"] is None else row["top_head"], _cell(row["top_period"])] + ablated)
         return buffer.getvalue()
 
     # ----- statistics --------------------------------------------------------------------------
@@ -139,14 +157,16 @@ class MergedScan:
 def merge_shards(out: Path, settings: ScanSettings, layer_names: list[str], num_heads: list[int], samples_per_col: float) -> MergedScan:
     """Read every shard of ``settings`` (all must be present and valid) and stack them."""
     parts = [read_shard(out, k, settings) for k in range(settings.shards)]
-    cat = {name: np.concatenate([p[0][name] for p in parts]) for name in ("scores", "periods", "null_scores", "mae", "mean_mae")}
+    cat = {name: np.concatenate([p[0][name] for p in parts])
+           for name in ("scores", "periods", "null_scores", "mae", "mean_mae", "topk_delta", "random_delta")}
     corr = sum(p[0]["corr_sum"] for p in parts)
     count = sum(p[0]["corr_count"] for p in parts)
     with np.errstate(invalid="ignore", divide="ignore"):
         similarity = np.where(count > 0, corr / np.maximum(count, 1), np.nan)
     info = [row for p in parts for row in p[1]]
     return MergedScan(layer_names, num_heads, cat["scores"], cat["periods"], cat["null_scores"], cat["mae"],
-                      cat["mean_mae"], similarity, info, samples_per_col)
+                      cat["mean_mae"], similarity, info, samples_per_col, cat["topk_delta"], cat["random_delta"],
+                      settings.ablate)
 
 
 def _cell(value: Any) -> str:

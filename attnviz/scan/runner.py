@@ -5,8 +5,9 @@ Work is split by shard: shard ``k`` (series ``k*S .. (k+1)*S - 1``) belongs to r
 rank) each rank computes its own shards, then rank 0 merges every shard; alone, the process is
 rank 0 of 1. Each series is reduced on the spot to per-head scores, periods and lag-profile
 similarities, so memory does not grow with the number of series and nothing large crosses
-processes. Surrogate series for the null baseline are seeded by the series' index, so ranks,
-batch sizes and resumed runs all give the same numbers.
+processes. Surrogate series for the null baseline (and, with ``--ablate``, the random heads of
+:mod:`~attnviz.scan.ablation`) are seeded by the series' index, so ranks, batch sizes and resumed
+runs all give the same numbers.
 """
 from __future__ import annotations
 
@@ -79,9 +80,12 @@ def _real_heads(res: Any) -> np.ndarray:
 
 
 def compute_shard(
-    explainer: Any, items: Sequence[ScanItem], indices: Sequence[int], settings: ScanSettings, batch_size: int
+    explainer: Any, items: Sequence[ScanItem], indices: Sequence[int], settings: ScanSettings, batch_size: int,
+    ablation: Any = None,
 ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
-    """Analyse the items of one shard in batches; return its arrays and per-series info."""
+    """Analyse the items of one shard in batches; return its arrays and per-series info.
+
+    ablation: a :class:`~attnviz.scan.ablation.ScanAblation` (``--ablate``) or None."""
     from ..evaluation import mae, mean_forecast
 
     n, layers, heads = len(items), settings.layers, settings.heads
@@ -95,6 +99,8 @@ def compute_shard(
         "mean_mae": np.full(n, np.nan),
         "corr_sum": np.zeros((flat, flat)),
         "corr_count": np.zeros((flat, flat)),
+        "topk_delta": np.full(n, np.nan),
+        "random_delta": np.full(n, np.nan),
     }
     info: list[dict[str, Any]] = [_info(item) for item in items]
     todo = [i for i, item in enumerate(items) if not item.skip]
@@ -124,6 +130,13 @@ def compute_shard(
                 arrays["mean_mae"][i] = mae(mean_forecast(item.history, settings.horizon), item.truth)
             top = int(np.nanargmax(np.where(np.isfinite(scores), scores, -np.inf)))
             info[i].update(top_layer=res.layer_names[top // heads], top_head=top % heads, top_period=periods.flat[top])
+        known = [(i, res) for i, res in zip(batch, results) if items[i].truth is not None]
+        if ablation is not None and known:
+            done = ablation.run([items[i].history for i, _ in known], [items[i].truth for i, _ in known],
+                                [res for _, res in known], [indices[i] for i, _ in known])
+            for (i, _), row in zip(known, done):
+                arrays["topk_delta"][i], arrays["random_delta"][i] = row.pop("topk_delta"), row.pop("random_delta")
+                info[i].update(row)
     return arrays, info
 
 
@@ -149,6 +162,7 @@ def run_shards(
     where: Distributed,
     report: Callable[[str], None] = lambda message: None,
     progress: Callable[[int, int], None] = lambda done, total: None,
+    ablation: Any = None,
 ) -> dict[str, int]:
     """Compute this rank's missing or corrupt shards; returns counts of what was done."""
     mine = [k for k in range(settings.shards) if k % where.world == where.rank]
@@ -164,7 +178,7 @@ def run_shards(
                 report(f"{exc}; recomputing it")
                 done["recomputed"] += 1
         span = settings.shard_range(k)
-        arrays, info = compute_shard(explainer, [items[i] for i in span], list(span), settings, batch_size)
+        arrays, info = compute_shard(explainer, [items[i] for i in span], list(span), settings, batch_size, ablation)
         write_shard(out, k, settings, arrays, info)
         done["computed"] += 1
         progress(step + 1, len(mine))

@@ -1,7 +1,8 @@
 """A scan's work on disk: its settings, and one shard per block of series.
 
 A shard holds the small per-series, per-head results of ``shard_size`` consecutive series
-(scores, periods, null scores, forecast errors) and the summed head-by-head lag-profile
+(scores, periods, null scores, forecast errors, and with ``--ablate`` each series' two ablation
+error changes; its ablated head sets are in the per-series ``info``) and the summed head-by-head lag-profile
 similarity of those series — never attention maps. Shards are written atomically (a temporary
 file renamed into place) and carry the settings' fingerprint, so a scan run again skips the
 shards that are complete and valid, recomputes a corrupt one, and never mixes two scans.
@@ -21,7 +22,8 @@ import numpy as np
 
 __all__ = ["ScanSettings", "ShardError", "read_shard", "shard_path", "write_shard", "claim_folder"]
 
-ARRAYS = ("index", "scores", "periods", "null_scores", "mae", "mean_mae", "corr_sum", "corr_count")
+ARRAYS = ("index", "scores", "periods", "null_scores", "mae", "mean_mae", "corr_sum", "corr_count",
+          "topk_delta", "random_delta")
 
 
 class ShardError(ValueError):
@@ -44,6 +46,9 @@ class ScanSettings:
     model: str
     layers: int
     heads: int
+    ablate: int = 0  # K of --ablate (0: no ablation)
+    ablate_mode: str = ""  # "mean" or "zero" with --ablate
+    ablate_reference: str = ""  # the reference set of the mean ablation (see attnviz.scan.ablation)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
