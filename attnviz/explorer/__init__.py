@@ -30,27 +30,13 @@ peak labels, the linked query column's lag profile and attention row; ``select(l
 from __future__ import annotations
 
 import html
-import json
-import os
-import tempfile
-import uuid
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .page import FALLBACK, document, new_uid, style, widget_scripts, write_page
 from .payload import build_payload, check_result
 
 __all__ = ["render_html", "write_html", "check_result"]
-
-
-def _asset(name: str) -> str:
-    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
-
-
-def _json_for_script(payload: dict) -> str:
-    """JSON safe inside a <script> element (no '<', '>' or '&' that could end or open a tag)."""
-    text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _default_title(res: Any, payload: dict) -> str:
@@ -75,7 +61,7 @@ def render_html(res: Any, *, title: str | None = None, reference_periods: Any = 
     payload = build_payload(
         res, title=title, reference_periods=reference_periods, truth=truth, selected=selected
     )
-    uid = uuid.uuid4().hex[:12]
+    uid = new_uid()
     heading = title if title is not None else _default_title(res, payload)
     payload["title"] = heading
     g = payload["grid"]
@@ -87,13 +73,11 @@ def render_html(res: Any, *, title: str | None = None, reference_periods: Any = 
     caveats = "".join(
         f'<p class="avx-caveat">note: {html.escape(c)}</p>' for c in payload["caveats"]
     )
-    script = _asset("explorer.js").rstrip().rstrip(";")
     body = f"""<div class="avx" id="attnviz-{uid}" data-attnviz-explorer="{uid}">
-<style>
-{_asset("explorer.css")}</style>
+{style()}
 <div class="avx-head"><h2 class="avx-title">{html.escape(heading)}</h2><span class="avx-meta">{html.escape(meta)}</span></div>
 {caveats}
-<div class="avx-fallback">This explorer is drawn by JavaScript, which is off here (in Jupyter: trust the notebook, or open the .html file in a browser).</div>
+{FALLBACK}
 <div class="avx-body" style="display:none">
 <div class="avx-bar">
 <label>layer <select data-part="layer" id="attnviz-{uid}-layer"></select></label>
@@ -117,16 +101,8 @@ def render_html(res: Any, *, title: str | None = None, reference_periods: Any = 
 </div>
 <div class="avx-tip" data-part="tip"></div>
 </div>
-<script type="application/json" id="attnviz-{uid}-data">{_json_for_script(payload)}</script>
-<script>
-{script}("{uid}");
-</script>"""
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(heading)}</title></head>\n<body>\n{body}\n</body></html>\n"
-    )
+{widget_scripts(uid, payload, "explorer.js")}"""
+    return document(heading, body)
 
 
 def write_html(res: Any, path: Any, *, title: str | None = None, reference_periods: Any = (), truth: Any = None,
@@ -136,31 +112,7 @@ def write_html(res: Any, path: Any, *, title: str | None = None, reference_perio
     The page is built first, then written through a temporary file in the same folder and moved
     into place, so a failure never leaves half a page.  A path that cannot be written is a
     one-line ValueError naming it."""
-    if path is None or isinstance(path, bool):
-        raise ValueError(f"path must be a file path, got {path!r}")
-    target = Path(os.fspath(path)).expanduser()
-    if target.is_dir():
-        raise ValueError(f"cannot write the explorer to {target}: it is a directory")
-    page = render_html(
+    return write_page(path, lambda: render_html(
         res, title=title, reference_periods=reference_periods, truth=truth, selected=selected
-    )
-    tmp = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-        tmp = None
-    except OSError as exc:
-        raise ValueError(
-            f"cannot write the explorer to {target}: {exc.strerror or exc}"
-        ) from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-    return target
+    ), "the explorer")
+

@@ -3,21 +3,16 @@
    element #attnviz-<uid>, and its API is window.attnvizExplorer[uid]. */
 (function (uid) {
   "use strict";
-  // by id; or, where a notebook runs the script before its output is in the document, in the
-  // tree the script itself sits in
-  var here = document.currentScript && document.currentScript.parentNode;
-  function byId(id) { return document.getElementById(id) || (here && here.querySelector ? here.querySelector("#" + id) : null); }
-  var root = byId("attnviz-" + uid), dataNode = byId("attnviz-" + uid + "-data");
-  if (!root || !dataNode) return;
-  var D = JSON.parse(dataNode.textContent);
+  var K = window.attnvizKit, W0 = K && K.widget(uid);
+  if (!W0) return;
+  var root = W0.root, D = W0.data;
+  var C = K.C, font = K.font, fmt = K.fmt, ticks = K.ticks, fmtTick = K.fmtTick, prep = K.prep, Axes = K.Axes,
+      drawAxes = K.drawAxes, vline = K.vline, polyline = K.polyline, haloText = K.haloText,
+      legend = K.legend, tri = K.tri, percentile = K.percentile, local = K.local, inside = K.inside;
 
   // ------------------------------------------------------------------ data
-  function bytes(b64) {
-    var s = atob(b64), n = s.length, out = new Uint8Array(n);
-    for (var i = 0; i < n; i++) out[i] = s.charCodeAt(i);
-    return out;
-  }
-  function f64(b64) { return b64 ? new Float64Array(bytes(b64).buffer) : null; }
+  var bytes = K.bytes;
+  function f64(b64) { return K.typed(b64, Float64Array); }
   var cols = D.grid.cols, spc = D.grid.samples_per_col;
   var history = f64(D.history), forecast = f64(D.forecast), truth = f64(D.truth);
   // times are the series' own sample indices (history 0..L-1, forecast from L); column c covers
@@ -26,7 +21,7 @@
   var boundary = history.length, t0 = boundary - D.grid.history_boundary * spc;
   function at(c) { return t0 + c * spc; }
   function colOf(t) { return Math.floor((t - t0) / spc); }
-  var nLayers = D.layers.length, width = Math.max.apply(null, D.heads);
+  var nLayers = D.layers.length;
   var offset = [], flat = 0;
   for (var li = 0; li < nLayers; li++) { offset.push(flat); flat += D.heads[li]; }
   var qmaps = new Uint16Array(bytes(D.maps).buffer);
@@ -50,155 +45,11 @@
   }
 
   // ------------------------------------------------------------------ look
-  var C = { blue: "#0173b2", orange: "#de8f05", green: "#029e73", red: "#d55e00", purple: "#cc78bc",
-            grey: "#949494", ink: "#1d232b", soft: "#5b6470", line: "#c9d0d8", boundary: "#00b4d8",
-            sel: "#00b4d8", best: "#39ff14", query: "rgba(213,94,0,0.15)" };
-  var FONT = "system-ui, -apple-system, 'Segoe UI', 'DejaVu Sans', Helvetica, Arial, sans-serif";
-  function font(px, weight) { return (weight || "") + " " + px + "px " + FONT; }
-  function rgb(t) {
-    var i = Math.max(0, Math.min(255, Math.round(t * 255))) * 3;
-    return "rgb(" + lut[i] + "," + lut[i + 1] + "," + lut[i + 2] + ")";
-  }
-  function fmt(v) {
-    if (v === 0) return "0";
-    var a = Math.abs(v);
-    if (a >= 1000 || Math.abs(v - Math.round(v)) < 1e-9 * Math.max(1, a)) return String(Math.round(v));
-    if (a < 1e-3) return v.toExponential(1);
-    return String(+v.toPrecision(3));
-  }
-  function ticks(lo, hi, n) {
-    var span = hi - lo;
-    if (!(span > 0)) return [lo];
-    var step = Math.pow(10, Math.floor(Math.log10(span / n))), err = span / n / step;
-    if (err >= 7.5) step *= 10; else if (err >= 3.5) step *= 5; else if (err >= 1.5) step *= 2;
-    var out = [];
-    for (var v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step)
-      out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
-    out.step = step;
-    return out;
-  }
-  // a tick label with as many decimals as the tick step needs (0.005, 0.010, 0.015)
-  function fmtTick(v, step) {
-    if (v === 0) return "0";
-    var d = Math.max(0, Math.ceil(-Math.log10(step) - 1e-9)), a = Math.abs(v);
-    if (a >= 1e6 || d > 6) return v.toExponential(Math.min(6, Math.max(1, d + Math.floor(Math.log10(a)))));
-    return v.toFixed(d);
-  }
-  function prep(canvas, w, h) {
-    var r = window.devicePixelRatio || 1;
-    canvas.width = Math.round(w * r); canvas.height = Math.round(h * r);
-    canvas.style.height = h + "px";
-    var ctx = canvas.getContext("2d");
-    ctx.setTransform(r, 0, 0, r, 0, 0);
-    ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, w, h);
-    return ctx;
-  }
-  // an axes box: x/y ranges -> pixels (flipY: y grows downwards, as for a matrix)
-  function Axes(x, y, w, h, xr, yr, flipY) {
-    this.x = x; this.y = y; this.w = w; this.h = h; this.xr = xr; this.yr = yr; this.flip = !!flipY;
-  }
-  Axes.prototype.sx = function (v) { return this.x + (v - this.xr[0]) / (this.xr[1] - this.xr[0]) * this.w; };
-  Axes.prototype.sy = function (v) {
-    var t = (v - this.yr[0]) / (this.yr[1] - this.yr[0]);
-    return this.flip ? this.y + t * this.h : this.y + this.h - t * this.h;
-  };
-  Axes.prototype.ix = function (px) { return this.xr[0] + (px - this.x) / this.w * (this.xr[1] - this.xr[0]); };
-  Axes.prototype.iy = function (py) {
-    var t = (py - this.y) / this.h;
-    return this.yr[0] + (this.flip ? t : 1 - t) * (this.yr[1] - this.yr[0]);
-  };
-  Axes.prototype.clip = function (ctx) { ctx.save(); ctx.beginPath(); ctx.rect(this.x, this.y, this.w, this.h); ctx.clip(); };
-  // frame, ticks, tick labels, axis labels; o = {xlabel, ylabel, grid, xticks: bool, nx, ny}
-  function drawAxes(ctx, ax, o) {
-    o = o || {};
-    ctx.save();
-    ctx.font = font(11); ctx.fillStyle = C.ink; ctx.strokeStyle = C.ink; ctx.lineWidth = 1;
-    var xt = ticks(Math.min(ax.xr[0], ax.xr[1]), Math.max(ax.xr[0], ax.xr[1]), o.nx || 6);
-    var yt = ticks(Math.min(ax.yr[0], ax.yr[1]), Math.max(ax.yr[0], ax.yr[1]), o.ny || 5);
-    if (o.grid) {
-      ctx.strokeStyle = "#e6e9ee";
-      xt.forEach(function (v) { var p = Math.round(ax.sx(v)) + 0.5; ctx.beginPath(); ctx.moveTo(p, ax.y); ctx.lineTo(p, ax.y + ax.h); ctx.stroke(); });
-      yt.forEach(function (v) { var p = Math.round(ax.sy(v)) + 0.5; ctx.beginPath(); ctx.moveTo(ax.x, p); ctx.lineTo(ax.x + ax.w, p); ctx.stroke(); });
-      ctx.strokeStyle = C.ink;
-    }
-    ctx.strokeRect(Math.round(ax.x) + 0.5, Math.round(ax.y) + 0.5, Math.round(ax.w), Math.round(ax.h));
-    if (o.xticks !== false) {
-      ctx.textAlign = "center"; ctx.textBaseline = "top";
-      xt.forEach(function (v) {
-        var p = Math.round(ax.sx(v)) + 0.5;
-        ctx.beginPath(); ctx.moveTo(p, ax.y + ax.h); ctx.lineTo(p, ax.y + ax.h + 4); ctx.stroke();
-        ctx.fillText(fmtTick(v, xt.step), p, ax.y + ax.h + 6);
-      });
-    }
-    ctx.textAlign = "right"; ctx.textBaseline = "middle";
-    yt.forEach(function (v) {
-      var p = Math.round(ax.sy(v)) + 0.5;
-      ctx.beginPath(); ctx.moveTo(ax.x - 4, p); ctx.lineTo(ax.x, p); ctx.stroke();
-      ctx.fillText(fmtTick(v, yt.step), ax.x - 6, p);
-    });
-    ctx.font = font(11.5);
-    if (o.xlabel) { ctx.textAlign = "center"; ctx.textBaseline = "bottom"; ctx.fillText(o.xlabel, ax.x + ax.w / 2, ax.y + ax.h + (o.xticks === false ? 16 : 34)); }
-    if (o.ylabel) {
-      ctx.save(); ctx.translate(ax.x - (o.ylabelGap || 48), ax.y + ax.h / 2); ctx.rotate(-Math.PI / 2);
-      ctx.textAlign = "center"; ctx.textBaseline = "top"; ctx.fillText(o.ylabel, 0, 0); ctx.restore();
-    }
-    ctx.restore();
-  }
-  function vline(ctx, ax, x, color, dash, lw) {
-    if (x < Math.min(ax.xr[0], ax.xr[1]) || x > Math.max(ax.xr[0], ax.xr[1])) return;
-    ctx.save(); ctx.strokeStyle = color; ctx.lineWidth = lw || 1.2; ctx.setLineDash(dash || []);
-    ctx.beginPath(); ctx.moveTo(ax.sx(x), ax.y); ctx.lineTo(ax.sx(x), ax.y + ax.h); ctx.stroke(); ctx.restore();
-  }
-  function polyline(ctx, ax, xs, ys, color, lw, dash) {
-    ctx.save(); ctx.strokeStyle = color; ctx.lineWidth = lw || 1.4; ctx.setLineDash(dash || []);
-    ctx.lineJoin = "round"; ctx.beginPath();
-    for (var i = 0; i < xs.length; i++) {
-      if (i === 0) ctx.moveTo(ax.sx(xs[i]), ax.sy(ys[i])); else ctx.lineTo(ax.sx(xs[i]), ax.sy(ys[i]));
-    }
-    ctx.stroke(); ctx.restore();
-  }
-  // a title that fits: trimmed with an ellipsis when wider than maxW
-  function fitText(ctx, text, x, y, maxW) {
-    if (ctx.measureText(text).width > maxW) {
-      while (text.length > 1 && ctx.measureText(text + "…").width > maxW) text = text.slice(0, -1);
-      text += "…";
-    }
-    ctx.fillText(text, x, y);
-  }
-  function haloText(ctx, text, x, y, color) {
-    ctx.save(); ctx.lineWidth = 3; ctx.strokeStyle = "rgba(255,255,255,0.95)"; ctx.lineJoin = "round";
-    ctx.strokeText(text, x, y); ctx.fillStyle = color; ctx.fillText(text, x, y); ctx.restore();
-  }
-  // a legend row drawn on the canvas (so the PNG carries it); items: [{label, color, kind}]
-  function legend(ctx, x, y, maxW, items) {
-    ctx.save(); ctx.font = font(11); ctx.textBaseline = "middle";
-    var cx = x, cy = y;
-    items.forEach(function (it) {
-      var w = 22 + ctx.measureText(it.label).width + 12;
-      if (cx + w > x + maxW && cx > x) { cx = x; cy += 15; }
-      ctx.strokeStyle = it.color; ctx.fillStyle = it.color; ctx.lineWidth = it.lw || 1.6;
-      ctx.setLineDash(it.dash || []);
-      if (it.kind === "box") { ctx.globalAlpha = it.alpha || 1; ctx.fillRect(cx, cy - 5, 16, 10); ctx.globalAlpha = 1; }
-      else if (it.kind === "tri") { tri(ctx, cx + 8, cy + 3, 5); }
-      else { ctx.beginPath(); ctx.moveTo(cx, cy); ctx.lineTo(cx + 16, cy); ctx.stroke(); }
-      ctx.setLineDash([]); ctx.fillStyle = C.ink; ctx.fillText(it.label, cx + 21, cy);
-      cx += w;
-    });
-    ctx.restore();
-    return cy + 15;
-  }
-  function tri(ctx, x, y, r) {  // downward triangle whose tip is at (x, y)
-    ctx.beginPath(); ctx.moveTo(x, y); ctx.lineTo(x - r, y - 1.6 * r); ctx.lineTo(x + r, y - 1.6 * r); ctx.closePath();
-    ctx.fill(); ctx.save(); ctx.strokeStyle = "#fff"; ctx.lineWidth = 0.8; ctx.stroke(); ctx.restore();
-  }
-  function percentile(sorted, p) {
-    var pos = (sorted.length - 1) * p / 100, i = Math.floor(pos), f = pos - i;
-    return i + 1 < sorted.length ? sorted[i] * (1 - f) + sorted[i + 1] * f : sorted[i];
-  }
+  var rgb = K.lutColor(lut);
   function colsToSamples(c0, c1) { return fmt(at(c0)) + "–" + fmt(at(c1)); }
 
   // ------------------------------------------------------------------ elements and state
-  function part(name) { return root.querySelector("[data-part='" + name + "']"); }
+  var part = W0.part;
   var el = { layer: part("layer"), head: part("head"), scale: part("scale"), png: part("png"),
              info: part("info"), grid: part("grid"), heat: part("heatmap"), lag: part("lag"),
              series: part("series"), table: part("table"), peaks: part("peaks"), tip: part("tip") };
@@ -237,63 +88,14 @@
 
   // ------------------------------------------------------------------ score grid (overview)
   function drawGrid() {
-    var W = el.grid.clientWidth || 300, ctx0 = document.createElement("canvas").getContext("2d");
-    ctx0.font = font(11);
-    var labelW = 0;
-    D.layers.forEach(function (n) { labelW = Math.max(labelW, ctx0.measureText(n).width); });
-    var left = Math.ceil(labelW) + 12, top = 44, right = 6;
-    var cw = Math.max(12, (W - left - right) / width), ch = Math.max(14, Math.min(24, cw * 0.8));
-    var H = top + ch * nLayers + 46;
-    var ctx = prep(el.grid, W, H);
-    var scores = D.ranking.map(function (r) { return r.score; }).filter(function (s) { return s !== null; });
-    var smin = Math.min(0, Math.min.apply(null, scores.length ? scores : [0]));
-    var smax = Math.max(smin + 1e-12, Math.max.apply(null, scores.length ? scores : [1]));
-    ctx.font = font(12.5, "600"); ctx.fillStyle = C.ink; ctx.textBaseline = "top"; ctx.textAlign = "left";
-    ctx.fillText("periodicity score per head", 0, 2);
-    ctx.font = font(11); ctx.fillStyle = C.soft; ctx.textAlign = "center";
-    for (var h = 0; h < width; h++) ctx.fillText(String(h), left + (h + 0.5) * cw, top - 14);
-    ctx.textAlign = "left"; ctx.fillText("head →", 0, top - 14);
-    for (var l = 0; l < nLayers; l++) {
-      ctx.textAlign = "right"; ctx.textBaseline = "middle"; ctx.fillStyle = C.ink;
-      ctx.fillText(D.layers[l], left - 6, top + (l + 0.5) * ch);
-      for (h = 0; h < width; h++) {
-        var x = left + h * cw, y = top + l * ch;
-        if (h >= D.heads[l]) {  // a padding slot: this layer has fewer heads
-          ctx.fillStyle = "#f1f2f4"; ctx.fillRect(x + 0.5, y + 0.5, cw - 1, ch - 1); continue;
-        }
-        var r = rankOf[l + ":" + h], s = r && r.score !== null ? r.score : null;
-        ctx.fillStyle = s === null ? "#d9dde3" : rgb((s - smin) / (smax - smin));
-        ctx.fillRect(x + 0.5, y + 0.5, cw - 1, ch - 1);
-        if (s !== null && cw >= 30) {
-          var t = (s - smin) / (smax - smin);
-          ctx.fillStyle = t > 0.6 ? "#1d232b" : "#fff"; ctx.textAlign = "center"; ctx.font = font(10);
-          ctx.fillText(s.toFixed(2), x + cw / 2, y + ch / 2 + 0.5); ctx.font = font(11);
-        }
-      }
-    }
-    if (best) {
-      ctx.strokeStyle = C.best; ctx.lineWidth = 2;
-      ctx.strokeRect(left + best.head * cw + 1, top + best.layer * ch + 1, cw - 2, ch - 2);
-    }
-    ctx.strokeStyle = C.sel; ctx.lineWidth = 2.5;
-    ctx.strokeRect(left + state.head * cw - 1, top + state.layer * ch - 1, cw + 2, ch + 2);
-    // colour bar + key
-    var by = top + ch * nLayers + 10, bw = Math.min(W - left - right, 200);
-    for (var i = 0; i < bw; i++) { ctx.fillStyle = rgb(i / (bw - 1)); ctx.fillRect(left + i, by, 1.5, 8); }
-    ctx.fillStyle = C.ink; ctx.font = font(10.5); ctx.textBaseline = "top";
-    ctx.textAlign = "left"; ctx.fillText(fmt(+smin.toFixed(2)), left, by + 11);
-    ctx.textAlign = "right"; ctx.fillText(fmt(+smax.toFixed(2)), left + bw, by + 11);
-    ctx.textAlign = "left"; ctx.fillStyle = C.soft;
-    ctx.fillText("score", left + bw + 6, by - 1);
-    ctx.fillText("outline: selected (blue), best (green)", 0, by + 24);
-    geom.grid = { left: left, top: top, cw: cw, ch: ch };
+    geom.grid = K.headGrid(el.grid, {
+      layers: D.layers, heads: D.heads, lut: lut, title: "periodicity score per head", key: "score",
+      note: "outline: selected (blue), best (green)", selected: [state.layer, state.head],
+      best: best ? [best.layer, best.head] : null,
+      value: function (l, h) { var r = rankOf[l + ":" + h]; return r && r.score !== null ? r.score : null; }
+    });
   }
-  function gridHit(ev) {
-    var g = geom.grid, b = el.grid.getBoundingClientRect();
-    var h = Math.floor((ev.clientX - b.left - g.left) / g.cw), l = Math.floor((ev.clientY - b.top - g.top) / g.ch);
-    if (l < 0 || l >= nLayers || h < 0 || h >= D.heads[l]) return null;
-    return [l, h];
-  }
+  function gridHit(ev) { return K.gridHit(el.grid, geom.grid, ev); }
 
   // ------------------------------------------------------------------ time-time heatmap
   function drawHeatmap() {
@@ -301,8 +103,7 @@
     var side = Math.max(120, Math.min(W - left - right, 440)), H = topM + side + bottom;
     var ctx = prep(el.heat, W, H), c = currentMap();
     var ax = new Axes(left, topM, side, side, [at(0), at(cols)], [at(0), at(cols)], true);
-    ctx.font = font(12.5, "600"); ctx.fillStyle = C.ink; ctx.textBaseline = "top"; ctx.textAlign = "left";
-    fitText(ctx, "time-time attention: " + D.layers[state.layer] + ", head " + state.head, 0, 2, W);
+    K.title(ctx, "time-time attention: " + D.layers[state.layer] + ", head " + state.head, W);
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(c.image, ax.x, ax.y, ax.w, ax.h);
     ctx.imageSmoothingEnabled = true;
@@ -354,8 +155,7 @@
     var ctx = prep(el.lag, W, H), per = D.periods[offset[state.layer] + state.head];
     var vals = headCurve(state.layer, state.head), xs = [], ys = [];
     for (var i = 0; i < nLag; i++) if (D.curve_valid[i]) { xs.push(D.lags[i]); ys.push(vals[i]); }
-    ctx.font = font(12.5, "600"); ctx.fillStyle = C.ink; ctx.textBaseline = "top"; ctx.textAlign = "left";
-    ctx.fillText("lag curve: mean attention at each lag", 0, 2);
+    K.title(ctx, "lag curve: mean attention at each lag", W);
     // legend first: its height sets the top of the plot
     var items = [{ label: "lag curve", color: C.blue }, { label: "detected peaks", color: C.red, kind: "tri" }];
     // the fundamental's multiples only when no reference period is drawn (their lines would interleave)
@@ -454,9 +254,8 @@
   function drawSeries() {
     var W = el.series.clientWidth || 800, H = 330, left = 62, right = 16;
     var ctx = prep(el.series, W, H);
-    ctx.font = font(12.5, "600"); ctx.fillStyle = C.ink; ctx.textBaseline = "top"; ctx.textAlign = "left";
-    fitText(ctx, "series · attention of query column " + state.query + " (time " +
-            colsToSamples(state.query, state.query + 1) + ") onto each key column", 0, 2, W);
+    K.title(ctx, "series · attention of query column " + state.query + " (time " +
+            colsToSamples(state.query, state.query + 1) + ") onto each key column", W);
     var items = [{ label: "history", color: C.blue }];
     if (forecast) items.push({ label: "forecast", color: C.orange });
     if (truth) items.push({ label: "truth", color: "#555", dash: [2, 2] });
@@ -561,16 +360,7 @@
   }
 
   // ------------------------------------------------------------------ tooltips and events
-  function tip(ev, text) {
-    if (!text) { el.tip.style.display = "none"; return; }
-    var b = root.getBoundingClientRect();
-    el.tip.textContent = text; el.tip.style.display = "block";
-    var x = ev.clientX - b.left + 14, y = ev.clientY - b.top + 14;
-    if (x + el.tip.offsetWidth > root.clientWidth) x = ev.clientX - b.left - el.tip.offsetWidth - 10;
-    el.tip.style.left = x + "px"; el.tip.style.top = y + "px";
-  }
-  function local(ev, canvas) { var b = canvas.getBoundingClientRect(); return [ev.clientX - b.left, ev.clientY - b.top]; }
-  function inside(ax, p) { return p[0] >= ax.x && p[0] <= ax.x + ax.w && p[1] >= ax.y && p[1] <= ax.y + ax.h; }
+  var tip = K.tipper(root, el.tip);
 
   el.grid.addEventListener("mousemove", function (ev) {
     var hit = gridHit(ev);
@@ -610,29 +400,11 @@
 
   // ------------------------------------------------------------------ PNG of the current view
   function png() {
-    var r = window.devicePixelRatio || 1, pad = 14;
-    var list = [el.grid, el.heat, el.lag, el.series], x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
-    list.forEach(function (c) {
-      var q = c.getBoundingClientRect();
-      x0 = Math.min(x0, q.left); y0 = Math.min(y0, q.top); x1 = Math.max(x1, q.right); y1 = Math.max(y1, q.bottom);
-    });
-    var head = 44, out = document.createElement("canvas");
-    out.width = Math.round((x1 - x0 + 2 * pad) * r); out.height = Math.round((y1 - y0 + head + pad) * r);
-    var ctx = out.getContext("2d"); ctx.scale(r, r);
-    ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, out.width, out.height);
-    ctx.fillStyle = C.ink; ctx.textBaseline = "top"; ctx.textAlign = "left";
-    ctx.font = font(15, "650"); ctx.fillText(root.querySelector(".avx-title").textContent, pad, 8);
-    ctx.font = font(12); ctx.fillText(el.info.textContent + " · " + el.peaks.textContent, pad, 28);
-    list.forEach(function (c) {
-      var q = c.getBoundingClientRect();
-      ctx.drawImage(c, q.left - x0 + pad, q.top - y0 + head, q.width, q.height);
-    });
-    return out.toDataURL("image/png");
+    return K.composePng([el.grid, el.heat, el.lag, el.series], root.querySelector(".avx-title").textContent,
+                        [el.info.textContent + " · " + el.peaks.textContent]);
   }
   el.png.addEventListener("click", function () {
-    var a = document.createElement("a");
-    a.href = png(); a.download = "attnviz_" + D.layers[state.layer].replace(/[^A-Za-z0-9_.-]+/g, "_") + "_head" + state.head + ".png";
-    document.body.appendChild(a); a.click(); a.remove();
+    K.download(png(), "attnviz_" + D.layers[state.layer] + "_head" + state.head + ".png");
   });
 
   // ------------------------------------------------------------------ start
@@ -642,24 +414,14 @@
   for (l2 = 0; l2 < nLayers; l2++) el.layer.options[l2].textContent = l2 + " · " + D.layers[l2] + " (" + D.heads[l2] + " heads)";
   el.layer.value = String(state.layer);
   fillHeads(); buildTable();
-  var fb = root.querySelector(".avx-fallback"); if (fb) fb.remove();
-  root.querySelector(".avx-body").style.display = "";
+  K.show(root);
   drawAll();
-  var pending = false, lastW = root.clientWidth;
-  function onResize() {
-    if (pending || root.clientWidth === lastW) return;
-    pending = true;
-    requestAnimationFrame(function () { pending = false; lastW = root.clientWidth; cache.key = null; drawAll(); });
-  }
-  if (window.ResizeObserver) new ResizeObserver(onResize).observe(root); else window.addEventListener("resize", onResize);
+  K.onResize(root, function () { cache.key = null; drawAll(); });
 
   var api = {
     uid: uid, state: state, data: D, select: select, setQuery: setQuery, png: png, redraw: drawAll,
     // client coordinates (for tests and scripting): centre of a score-grid cell / of a heatmap cell
-    gridCell: function (l, h) {
-      var g = geom.grid, b = el.grid.getBoundingClientRect();
-      return { x: b.left + g.left + (h + 0.5) * g.cw, y: b.top + g.top + (l + 0.5) * g.ch };
-    },
+    gridCell: function (l, h) { return K.gridCell(el.grid, geom.grid, l, h); },
     heatCell: function (q, k) {
       var ax = geom.heat, b = el.heat.getBoundingClientRect();
       return { x: b.left + ax.sx(at(k + 0.5)), y: b.top + ax.sy(at(q + 0.5)) };
@@ -669,6 +431,5 @@
       return { x: b.left + ax.sx(t), y: b.top + ax.y + ax.h / 2 };
     }
   };
-  window.attnvizExplorer = window.attnvizExplorer || {};
-  window.attnvizExplorer[uid] = api;
+  K.register("attnvizExplorer", uid, api);
 })
