@@ -1,4 +1,5 @@
-"""The offline interactive explorer: one self-contained HTML file per ``AnalysisResult``.
+"""The offline interactive explorer: one self-contained HTML file per ``AnalysisResult``, and one
+per scan (``render_scan_html`` / ``write_scan_html``, see :mod:`attnviz.explorer.scan_page`).
 
 ``render_html(res)`` returns the page as a string (``AnalysisResult._repr_html_`` shows it in a
 notebook); ``write_html(res, path)`` writes it (``AnalysisResult.to_html(path)``).  The page has
@@ -35,8 +36,9 @@ from typing import Any
 
 from .page import FALLBACK, document, new_uid, style, widget_scripts, write_page
 from .payload import build_payload, check_result
+from .scan_page import render_scan_html, write_scan_html
 
-__all__ = ["render_html", "write_html", "check_result"]
+__all__ = ["render_html", "write_html", "check_result", "render_scan_html", "write_scan_html"]
 
 
 def _default_title(res: Any, payload: dict) -> str:

@@ -2,7 +2,10 @@
 
 ``python -m attnviz.explorer.screenshot [OUT.png]`` remakes the README's screenshot: the bundled
 model on the seed signal ``sin(n/10)+sin(n/5+50)+cos(n+50)`` (history 512, horizon 720, the
-rest of the signal as truth, its 2*pi*10-sample period as the reference).  Needs the
+rest of the signal as truth, its 2*pi*10-sample period as the reference).
+``python -m attnviz.explorer.screenshot --scan FOLDER [OUT.png]`` makes ``docs/scan_explorer.png``
+from a finished scan of the bundled model (``attnviz scan --synthetic 40 --seed 0 --no-null
+--out FOLDER``).  Needs the
 ``playwright`` package (the ``test`` extra) and Chromium at ``/usr/bin/chromium`` (or
 ``ATTNVIZ_CHROMIUM``); playwright's own browser downloads are never used.
 """
@@ -32,6 +35,8 @@ CHROMIUM_ARGS = [
 ]
 
 SEED_EXPRESSION = "sin(n/10)+sin(n/5+50)+cos(n+50)"
+# the scan picture's view: one series marked in the head's distributions, the table by its score
+SCAN_VIEW = "api.sortBy('score', -1); api.selectSeries(api.state.tableOrder[3]);"
 
 
 def chromium_path() -> str | None:
@@ -41,10 +46,13 @@ def chromium_path() -> str | None:
 
 
 def screenshot(
-    html: Any, png: Any, *, width: int = 1340, scale: float = 2.0, palette: bool = True
+    html: Any, png: Any, *, width: int = 1340, scale: float = 2.0, palette: bool = True,
+    api: str = "attnvizExplorer", prepare: str | None = None,
 ) -> Path:
     """Open the page ``html`` in headless Chromium ``width`` CSS pixels wide and save the whole
     page to ``png`` at ``scale`` device pixels per CSS pixel (``palette``: as a 256-colour PNG).
+    ``api``: the window property the page's widgets register in (``attnvizScanExplorer`` for a
+    scan's page); ``prepare``: JavaScript run on that widget's API (``api``) before the picture.
     Raises RuntimeError if the page logs an error."""
     from playwright.sync_api import sync_playwright
 
@@ -61,7 +69,9 @@ def screenshot(
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else r.abort())
             page.goto(Path(html).resolve().as_uri())
-            page.wait_for_function("window.attnvizExplorer && Object.keys(window.attnvizExplorer).length > 0")
+            page.wait_for_function(f"window.{api} && Object.keys(window.{api}).length > 0")
+            if prepare:
+                page.evaluate(f"(api => {{ {prepare} }})(Object.values(window.{api})[0])")
             if errors:
                 raise RuntimeError(f"the page logged errors: {errors}")
             page.screenshot(path=str(out), full_page=True)
@@ -78,8 +88,43 @@ def screenshot(
     return out
 
 
+def scan_screenshot(folder: Any, png: Any, prepare: str | None = SCAN_VIEW) -> Path:
+    """A PNG of the scan explorer page of the finished scan in ``folder`` (a scan of the bundled
+    model: its layer names and grid come from loading it, as ``attnviz scan`` does)."""
+    import json
+
+    import attnviz
+    from attnviz.scan.merge import merge_shards
+    from attnviz.scan.shards import ScanSettings
+
+    from . import write_scan_html
+
+    folder = Path(folder)
+    settings = ScanSettings(**json.loads((folder / "scan_settings.json").read_text()))
+    if not settings.model.startswith("bundled:"):
+        raise ValueError(f"{folder} is a scan of {settings.model}; this makes pictures of scans of the bundled model")
+    fc = attnviz.load_forecaster()
+    explainer = attnviz.MultiHeadAttentionRollout(fc)
+    names = explainer.layer_names
+    merged = merge_shards(folder, settings, names, [explainer.num_heads[n] for n in names],
+                          fc.grid(settings.length, settings.horizon).samples_per_col)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        page = write_scan_html(merged, merged.summary(settings.seed), Path(tmp) / "scan.html",
+                               title=f"bundled ViTime over {settings.series} {settings.source.split(':')[0]} series: "
+                                     f"history {settings.length}, horizon {settings.horizon}")
+        return screenshot(page, png, api="attnvizScanExplorer", prepare=prepare)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--scan":
+        if len(argv) < 2:
+            print("usage: python -m attnviz.explorer.screenshot --scan SCAN_FOLDER [OUT.png]", file=sys.stderr)
+            return 2
+        out = scan_screenshot(argv[1], argv[2] if len(argv) > 2 else "docs/scan_explorer.png")
+        print(f"wrote {out}")
+        return 0
     out = Path(argv[0] if argv else "docs/explorer.png")
     import attnviz
     from attnviz.signals import evaluate_expression
