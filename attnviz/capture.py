@@ -2,48 +2,75 @@
 
 A full attention map of the released ViTime is 12 x 2465 x 2465 floats (~290 MB) per block, so
 keeping all 13 blocks costs gigabytes, and switching the fused kernel off costs ~2x time.  This
-module therefore reduces every map inside the hook to what the caller asked for (time maps,
-head-fused token maps; see :mod:`attnviz.reducers`) and drops it.  Two ways of getting the
-probabilities sit behind one interface:
+module therefore reduces every map as it is formed to what the caller asked for (time maps,
+head-fused token maps; see :mod:`attnviz.reducers`) and drops it.  Three ways of getting the
+probabilities sit behind one interface (the arithmetic is in :mod:`attnviz.capture_strategies`):
 
+``single`` (single pass)
+    For the call, the module's forward is replaced by timm's ``Attention.forward`` computed one
+    block of query rows at a time: each block's ``softmax(q k^T * scale + mask)`` is formed once,
+    reduced, and multiplied by ``v`` into the layer's output, which then goes through the module's
+    own ``norm``/``proj``/``proj_drop``.  Attention is computed once, as in a plain forward, and
+    nothing of size S x S is kept.  The output equals the fused kernel's up to float rounding
+    (float32: within ``atol=1e-5, rtol=1e-5`` per layer, measured ~3e-7; forecasts within the
+    upstream fixture tolerance).  Used only where that is provably faithful: the module runs
+    timm's own ``Attention.forward`` (not overridden, not patched on the instance, no unknown
+    submodules, default scale, no q/k norm with running statistics), the installed timm's forward
+    equals ours on a self-check, and per call no attention dropout is active and autograd is not
+    recording (the blocks are written into reused buffers).  Elsewhere ``chunked`` (or ``exact``).
+``chunked``
+    The model keeps its fused kernel, so its output is bitwise unchanged.  A forward hook on
+    ``attn.qkv`` reads the q and k the forward computes anyway and recomputes the probabilities
+    block by block: the second ``q k^T`` is the price (~1.4x a plain forward at released ViTime
+    size).  Used where ``single`` is not faithful but the recompute is: timm's own
+    ``Attention.forward`` with the default scale.
 ``exact``
     ``fused_attn`` is switched off for that call only and the probabilities are read where
     timm's unfused path forms them: the input of ``attn.attn_drop`` (the softmax, before
-    dropout).  The output changes only by float rounding (unfused vs fused kernel).
-``chunked``
-    The model keeps its fused kernel, so its output is bitwise unchanged.  A forward hook on
-    ``attn.qkv`` reads the q and k the forward computes anyway and recomputes
-    ``softmax(q_norm(q) * scale @ k_norm(k)^T + mask)`` one head and one block of query rows at
-    a time; each block is reduced and overwritten, so the extra memory is a few MiB per thread at
-    any sequence length and batch.  Blocks are sized to stay in cache (``chunk_bytes``) and, on
-    the CPU, spread over ``torch.get_num_threads()`` worker threads that each run
-    single-threaded kernels: thousands of small ops then cost no OpenMP hand-offs, which on a
-    busy CPU cost milliseconds each.  Used only where it is provably faithful (the module runs
-    timm's own ``Attention.forward`` with the default scale); elsewhere the layer falls back to
-    ``exact`` with a :class:`CaptureFallbackWarning`.
+    dropout).  Works for any forward that reaches ``attn_drop``; the output changes only by float
+    rounding (unfused vs fused kernel); the whole (B, H, S, S) map exists for the call.
 ``auto`` (default)
-    ``chunked`` when the full map of a call would exceed :data:`AUTO_CHUNK_THRESHOLD_BYTES`
-    (``B * H * S * S * 4`` bytes) and the module uses the fused kernel, else ``exact`` (small
-    maps are cheap, and a model that already runs unfused materialises the map anyway).
+    * nothing to compute (only counting calls): the model runs untouched;
+    * a call whose full map is at most :data:`AUTO_CHUNK_THRESHOLD_BYTES` (``B * H * S * S * 4``
+      bytes): ``exact`` - the unfused kernel is as fast at that size and the map is small;
+    * larger: ``single`` where faithful (the fastest: attention once), else ``chunked`` where
+      the module uses the fused kernel (a model that runs unfused materialises the map anyway),
+      else ``exact`` with a :class:`CaptureFallbackWarning`.
 
-Every hook is removed and every ``fused_attn`` flag restored when the ``with`` block ends, also
-when it raises.
+A ``single`` or ``chunked`` request that cannot be faithful for a layer falls back (``single``
+to ``chunked``, then ``exact``) with a :class:`CaptureFallbackWarning` naming the reason.
+
+Blocks are sized to stay in cache (``chunk_bytes``: one head's block of logits on the CPU) and,
+on the CPU, spread over ``torch.get_num_threads()`` worker threads that each run single-threaded
+kernels: thousands of small ops then cost no OpenMP hand-offs, which on a busy CPU cost
+milliseconds each.  On an accelerator all heads of a block go in one batched kernel and blocks
+are larger (:data:`DEFAULT_DEVICE_CHUNK_BYTES`).  Batches cost the same per series as one
+series: blocks are per (series, query rows).
+
+Every hook is removed, every replaced forward restored and every ``fused_attn`` flag reset when
+the ``with`` block ends, also when it raises.
 """
 from __future__ import annotations
 
 import fnmatch
 import functools
-import math
-import threading
 import warnings
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from timm.layers import Attention
 from torch import nn
 
+from .capture_strategies import (
+    BlockPlan,
+    BlockRunner,
+    attend_blocks,
+    call_blocker,
+    chunk_blocker,
+    single_blocker,
+    single_pass_forward,
+)
 from .grid import TokenGrid
 from .reducers import (
     HEAD_FUSIONS,
@@ -61,23 +88,28 @@ __all__ = [
     "STRATEGIES",
     "AUTO_CHUNK_THRESHOLD_BYTES",
     "DEFAULT_CHUNK_BYTES",
+    "DEFAULT_DEVICE_CHUNK_BYTES",
 ]
 
-STRATEGIES: tuple[str, ...] = ("auto", "exact", "chunked")
-#: ``auto`` picks ``chunked`` when one call's full map (B*H*S*S float32) is larger than this:
-#: below it the unfused kernel is as fast (measured on CPU at 1.6 MiB exact wins, at 12 MiB chunked
-#: does) and its map is small; above it exact costs time (~2x at released ViTime size) and memory.
+STRATEGIES: tuple[str, ...] = ("auto", "exact", "chunked", "single")
+#: ``auto`` picks a blockwise strategy when one call's full map (B*H*S*S float32) is larger than
+#: this: below it the unfused kernel is as fast (measured on CPU at 1.6 MiB exact wins, at 12 MiB
+#: chunked does) and its map is small; above it exact costs time (~2x at released ViTime size)
+#: and memory.
 AUTO_CHUNK_THRESHOLD_BYTES: int = 8 * 2**20
-#: Bytes of one head's block of logits in ``chunked`` (the probabilities take as much again, per
+#: Bytes of one head's block of logits on the CPU (the probabilities take as much again, per
 #: worker thread).  Small enough that the block is reduced while still in cache, large enough for
 #: an efficient q @ k^T (2 MiB, ~210 query rows of released ViTime, measured fastest on CPU).
 #: Blocks have at least :data:`MIN_BLOCK_ROWS` query rows so that very long sequences keep BLAS busy.
 DEFAULT_CHUNK_BYTES: int = 2 * 2**20
+#: Bytes of one block of logits (all heads) on an accelerator: few, large kernels.
+DEFAULT_DEVICE_CHUNK_BYTES: int = 256 * 2**20
 MIN_BLOCK_ROWS: int = 8
 
 
 class CaptureFallbackWarning(UserWarning):
-    """A layer asked to be captured ``chunked`` is captured ``exact`` instead (see message)."""
+    """A layer is captured with a slower strategy than asked (``single`` or ``chunked`` could not
+    be faithful there; the message says why)."""
 
 
 @dataclass
@@ -101,7 +133,7 @@ class AttentionCapture:
     prefix_mass: dict[str, torch.Tensor] = field(default_factory=dict)
     #: {layer: (B, S, S)} heads fused with ``head_fusion``, only when it is given.
     token_maps: dict[str, torch.Tensor] = field(default_factory=dict)
-    #: {layer: "exact" | "chunked"} what the last call of that layer used.
+    #: {layer: "exact" | "chunked" | "single"} what the last call of that layer used.
     strategies: dict[str, str] = field(default_factory=dict)
     #: {layer: forward calls seen}.
     calls: dict[str, int] = field(default_factory=dict)
@@ -138,6 +170,10 @@ class _Probe:
     module: Attention
     chunk_blocker: str | None
     original_fused: bool
+    #: Why ``single`` cannot run on this module (None: it can); only looked at when asked for.
+    single_blocker: str | None = "not asked for"
+    #: The forward installed on the module for this session (removed at the end).
+    forward: Any = None
     calls: int = 0
     seen: int = 0
     current: _Call | None = None
@@ -185,18 +221,20 @@ class AttentionRollout:
         strategy: str = "auto",
         chunk_size: int | None = None,
         time_convention: str = "sum",
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int | None = None,
     ) -> "_CaptureSession":
         """Context manager yielding an :class:`AttentionCapture`, filled when the block ends.
 
         keep_full: also keep every (B, H, S, S) map (memory grows with S^2; off by default).
         grid: reduce each map to time maps and prefix mass over this token grid.
         head_fusion: "mean", "max" or "min" over heads -> ``token_maps`` (B, S, S).
-        strategy: "auto", "exact" or "chunked" (see the module docstring).
-        chunk_size: query rows per recomputed block in ``chunked`` (one head at a time);
-            default: as many as fit ``chunk_bytes``.
+        strategy: "auto", "single", "chunked" or "exact" (see the module docstring).
+        chunk_size: query rows per block in ``single`` and ``chunked``; default: as many as fit
+            ``chunk_bytes``.
         time_convention: "sum" (rows of T sum to 1 - prefix mass) or "mean" (T / rows).
-        chunk_bytes: byte budget of one block of logits in ``chunked``.
+        chunk_bytes: byte budget of one block of logits in ``single`` and ``chunked`` (one head
+            on the CPU, all heads elsewhere); default :data:`DEFAULT_CHUNK_BYTES` on the CPU,
+            :data:`DEFAULT_DEVICE_CHUNK_BYTES` on an accelerator.
         """
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -206,8 +244,8 @@ class AttentionRollout:
             raise ValueError(f"time_convention must be one of {TIME_CONVENTIONS}, got {time_convention!r}")
         if chunk_size is not None and not _is_positive_int(chunk_size):
             raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-        if not _is_positive_int(chunk_bytes):
-            raise ValueError(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
+        if chunk_bytes is not None and not _is_positive_int(chunk_bytes):
+            raise ValueError(f"chunk_bytes must be a positive int or None, got {chunk_bytes!r}")
         spec = ReductionSpec(
             keep_full=bool(keep_full), grid=grid, head_fusion=head_fusion, time_convention=time_convention
         )
@@ -226,7 +264,7 @@ class _CaptureSession:
         spec: ReductionSpec,
         strategy: str,
         chunk_size: int | None,
-        chunk_bytes: int,
+        chunk_bytes: int | None,
     ) -> None:
         self.rollout = rollout
         self.spec = spec
@@ -243,7 +281,9 @@ class _CaptureSession:
         self._probes: list[_Probe] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._model_calls = 0
-        self._runner = _BlockRunner(torch.get_num_threads())
+        self._runner = BlockRunner(torch.get_num_threads())
+        #: Group all heads of a block in one batched kernel: None = on accelerators only.
+        self._group_heads: bool | None = None
 
     # ----- context manager ---------------------------------------------------------------------
     def __enter__(self) -> AttentionCapture:
@@ -258,7 +298,7 @@ class _CaptureSession:
                 probe = _Probe(
                     name=name,
                     module=module,
-                    chunk_blocker=_chunk_blocker(module),
+                    chunk_blocker=chunk_blocker(module),
                     original_fused=bool(getattr(module, "fused_attn", False)),
                 )
                 self._probes.append(probe)
@@ -269,6 +309,11 @@ class _CaptureSession:
                     module.qkv.register_forward_hook(bind(self._on_qkv, probe)),
                     module.attn_drop.register_forward_pre_hook(bind(self._on_softmax, probe)),
                 ]
+                if self.strategy in ("auto", "single"):
+                    probe.single_blocker = single_blocker(module)
+                    if probe.single_blocker is None:  # scoped like the hooks: removed in _cleanup
+                        probe.forward = bind(self._attention_forward, probe)
+                        module.forward = probe.forward
         except BaseException:
             self._cleanup()
             raise
@@ -295,6 +340,9 @@ class _CaptureSession:
             handle.remove()
         self._handles.clear()
         for probe in self._probes:
+            if probe.forward is not None and vars(probe.module).get("forward") is probe.forward:
+                del probe.module.forward
+            probe.forward = None
             if hasattr(probe.module, "fused_attn"):
                 probe.module.fused_attn = probe.original_fused
             probe.current = None
@@ -331,12 +379,12 @@ class _CaptureSession:
         batch, seq_len = int(x.shape[0]), int(x.shape[1])
         if self.spec.grid is not None:
             check_grid_fits(self.spec.grid, seq_len, f"layer {probe.name!r}")
-        strategy = self._pick_strategy(probe, batch, seq_len)
+        strategy = self._pick_strategy(probe, x)
         probe.calls += 1
         probe.last_strategy = strategy
         probe.current = _Call(batch, seq_len, strategy, attn_mask, bool(is_causal))
         if hasattr(module, "fused_attn"):
-            module.fused_attn = probe.original_fused if strategy == "chunked" else False
+            module.fused_attn = False if strategy == "exact" else probe.original_fused
 
     def _on_attention_end(self, probe: _Probe, module: Attention, args: tuple, output: Any) -> None:
         call, probe.current = probe.current, None
@@ -344,6 +392,23 @@ class _CaptureSession:
             probe.seen += 1
         if hasattr(module, "fused_attn"):
             module.fused_attn = probe.original_fused
+
+    def _attention_forward(self, probe: _Probe, *args: Any, **kwargs: Any) -> Any:
+        """The module's forward during the session: single-pass when this call was given it."""
+        call = probe.current
+        if call is None or call.handled or call.strategy != "single":
+            return Attention.forward(probe.module, *args, **kwargs)
+        call.handled = True
+        x = args[0] if args else kwargs["x"]
+        heads = int(probe.module.num_heads)
+        reducer = (
+            BlockReducer(self.spec, call.batch, heads, call.seq_len, x.device) if self.spec.wants_anything else None
+        )
+        plan = self._block_plan(x.device, call.batch, heads, call.seq_len)
+        out = single_pass_forward(probe.module, x, call.attn_mask, call.is_causal, reducer, plan, self._runner)
+        if reducer is not None:
+            probe.results.append(reducer.finish())
+        return out
 
     def _on_qkv(self, probe: _Probe, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         call = probe.current
@@ -367,25 +432,38 @@ class _CaptureSession:
             probe.results.append(reduce_full(self.spec, args[0], borrowed=borrowed))
 
     # ----- strategies --------------------------------------------------------------------------
-    def _pick_strategy(self, probe: _Probe, batch: int, seq_len: int) -> str:
+    def _pick_strategy(self, probe: _Probe, x: torch.Tensor) -> str:
         wanted = self.strategy
         if wanted == "auto":
             if not self.spec.wants_anything:  # only counting calls: keep the model untouched
                 return "chunked" if probe.chunk_blocker is None else "exact"
+            batch, seq_len = int(x.shape[0]), int(x.shape[1])
             full_bytes = batch * int(probe.module.num_heads) * seq_len * seq_len * 4
-            big = full_bytes > AUTO_CHUNK_THRESHOLD_BYTES
-            wanted = "chunked" if big and probe.original_fused else "exact"
+            if full_bytes <= AUTO_CHUNK_THRESHOLD_BYTES:
+                return "exact"
+            if probe.single_blocker is None and call_blocker(probe.module, x) is None:
+                return "single"
+            wanted = "chunked" if probe.original_fused else "exact"
+        if wanted == "single":
+            reason = probe.single_blocker or call_blocker(probe.module, x)
+            if reason is None:
+                return "single"
+            wanted = "chunked" if probe.chunk_blocker is None else "exact"
+            self._warn_once(probe, "single-pass", reason, wanted)
         if wanted == "chunked" and probe.chunk_blocker is not None:
-            if not probe.warned:
-                warnings.warn(
-                    f"layer {probe.name!r}: chunked capture cannot be faithful "
-                    f"({probe.chunk_blocker}); capturing it exact (fused attention off) instead",
-                    CaptureFallbackWarning,
-                    stacklevel=2,
-                )
-                probe.warned = True
+            self._warn_once(probe, "chunked", probe.chunk_blocker, "exact (fused attention off)")
             wanted = "exact"
         return wanted
+
+    def _warn_once(self, probe: _Probe, what: str, reason: str, instead: str) -> None:
+        if not probe.warned:
+            warnings.warn(
+                f"layer {probe.name!r}: {what} capture cannot be faithful ({reason}); capturing "
+                f"it {instead} instead",
+                CaptureFallbackWarning,
+                stacklevel=3,
+            )
+            probe.warned = True
 
     def _reduce_chunked(
         self, module: Attention, call: _Call, qkv_out: torch.Tensor
@@ -394,92 +472,24 @@ class _CaptureSession:
         b, n = call.batch, call.seq_len
         heads, head_dim = int(module.num_heads), int(module.head_dim)
         qkv = qkv_out.detach().reshape(b, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
-        # Same ops as timm's unfused path: q_norm, k_norm, then q * scale (done per block below).
-        # Views where possible: on a busy CPU every extra multi-threaded op costs milliseconds.
-        q, k = _maybe(module.q_norm, qkv[0]), _maybe(module.k_norm, qkv[1])
-        q, k = q.float(), k.float()
-        scale = module.scale
+        # Same ops as timm's unfused path: q_norm, k_norm, then q * scale (done per block).
+        q, k = _maybe(module.q_norm, qkv[0]).float(), _maybe(module.k_norm, qkv[1]).float()
         reducer = BlockReducer(self.spec, b, heads, n, q.device)
-        rows = self._block_rows(b, n)
-        runner = self._runner
-
-        def reduce_block(item: tuple[int, int]) -> None:
-            bi, q0 = item
-            m = min(rows, n - q0)
-            with torch.no_grad():  # grad mode is per thread
-                logits_buf, probs_buf, q_buf = runner.scratch(rows * n, rows * head_dim, q.device)
-                logits, probs = logits_buf[: m * n].view(m, n), probs_buf[: m * n].view(m, n)
-                q_block = q_buf[: m * head_dim].view(m, head_dim)
-                causal = _causal_bias(q0, m, n, q.device) if call.is_causal else None
-                for h in range(heads):
-                    torch.mul(q[bi, h, q0 : q0 + m], scale, out=q_block)
-                    torch.mm(q_block, k[bi, h].t(), out=logits)
-                    bias = causal if call.is_causal else _mask_block(call.attn_mask, bi, h, q0, m)
-                    if bias is not None:
-                        logits.add_(bias)
-                    torch.softmax(logits, dim=-1, out=probs)
-                    reducer.add(bi, h, q0, probs)
-
-        runner.map(reduce_block, [(bi, q0) for bi in range(b) for q0 in range(0, n, rows)], q.device)
+        plan = self._block_plan(q.device, b, heads, n)
+        attend_blocks(q, k, float(module.scale), plan, self._runner, reducer, call.attn_mask, call.is_causal)
         return reducer.finish()
 
-    def _block_rows(self, batch: int, seq_len: int) -> int:
-        """Query rows per block: the byte budget, but enough blocks to keep every worker busy."""
+    def _block_plan(self, device: torch.device, batch: int, heads: int, seq_len: int) -> BlockPlan:
+        """Query rows and heads per block: the byte budget, but enough blocks for every worker."""
+        on_cpu = device.type == "cpu"
+        group = heads if (not on_cpu if self._group_heads is None else self._group_heads) else 1
         if self.chunk_size is not None:
-            return min(self.chunk_size, seq_len)
-        rows = max(MIN_BLOCK_ROWS, self.chunk_bytes // (seq_len * 4))
-        per_batch = -(-self._runner.workers // batch)  # blocks each batch element should give
-        return max(1, min(rows, seq_len, -(-seq_len // per_batch)))
-
-
-class _BlockRunner:
-    """Runs block tasks on worker threads that use single-threaded torch kernels (CPU only).
-
-    The tasks are many small ops; with torch's intra-op OpenMP each would hand work to the other
-    cores and wait for them, which on a loaded machine costs a scheduler slice per op.  Worker
-    threads instead take whole blocks each (torch releases the GIL inside ops).  Elsewhere (CUDA)
-    or with one thread the tasks run inline.  Scratch buffers are per thread and reused.
-    """
-
-    def __init__(self, workers: int) -> None:
-        self.workers = max(1, int(workers))
-        self._pool: ThreadPoolExecutor | None = None
-        self._local = threading.local()
-
-    def scratch(self, block: int, q_block: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """This thread's (logits, probabilities, scaled q) buffers, grown when too small."""
-        bufs = getattr(self._local, "bufs", None)
-        if bufs is None or bufs[0].numel() < block or bufs[2].numel() < q_block or bufs[0].device != device:
-            f32 = dict(dtype=torch.float32, device=device)
-            bufs = (torch.empty(block, **f32), torch.empty(block, **f32), torch.empty(q_block, **f32))
-            self._local.bufs = bufs
-        return bufs
-
-    def map(self, fn: Callable[[Any], None], items: list, device: torch.device) -> None:
-        if device.type != "cpu" or self.workers == 1 or len(items) == 1:
-            for item in items:
-                fn(item)
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                self.workers,
-                thread_name_prefix="attnviz-capture",
-                initializer=torch.set_num_threads,
-                initargs=(1,),
-            )
-        threads = torch.get_num_threads()
-        try:
-            done, _ = wait([self._pool.submit(fn, item) for item in items], return_when=FIRST_EXCEPTION)
-            for future in done:
-                future.result()  # re-raise a worker's exception here
-        finally:
-            torch.set_num_threads(threads)  # a worker's set_num_threads(1) also sets the default
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-        self._local = threading.local()
+            return BlockPlan(min(self.chunk_size, seq_len), group)
+        budget = self.chunk_bytes or (DEFAULT_CHUNK_BYTES if on_cpu else DEFAULT_DEVICE_CHUNK_BYTES)
+        rows = max(MIN_BLOCK_ROWS, budget // (group * seq_len * 4))
+        workers = self._runner.workers if on_cpu else 1
+        per_batch = -(-workers // batch)  # blocks each batch element should give
+        return BlockPlan(max(1, min(rows, seq_len, -(-seq_len // per_batch))), group)
 
 
 # ----- helpers -----------------------------------------------------------------------------------
@@ -536,49 +546,9 @@ def _abbreviate(names: Iterable[str], limit: int = 20) -> str:
     return f"[{shown}{', ...' if len(names) > limit else ''}] ({len(names)} layers)"
 
 
-def _chunk_blocker(module: Attention) -> str | None:
-    """Why recomputing this module's probabilities from its qkv output could differ, or None."""
-    if type(module).forward is not Attention.forward:
-        return f"{type(module).__name__} overrides timm Attention.forward, so q/k handling is unknown"
-    if not isinstance(getattr(module, "qkv", None), nn.Linear):
-        return "its qkv projection is not an nn.Linear"
-    if not math.isclose(float(module.scale), int(module.head_dim) ** -0.5, rel_tol=1e-6):
-        return (
-            f"its scale {float(module.scale)!r} differs from head_dim ** -0.5, which timm's fused "
-            "kernel uses instead"
-        )
-    for norm_name in ("q_norm", "k_norm"):
-        norm = getattr(module, norm_name)
-        if any(True for _ in norm.buffers()):
-            return f"its {norm_name} ({type(norm).__name__}) keeps running statistics"
-    return None
-
-
 def _maybe(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``norm(x)``, skipping the call for ``nn.Identity`` (keeps ``x`` a view)."""
     return x if isinstance(norm, nn.Identity) else norm(x)
-
-
-def _causal_bias(q0: int, rows: int, n: int, device: torch.device) -> torch.Tensor:
-    """-inf above the diagonal for query rows ``q0 .. q0 + rows`` (timm/SDPA ``is_causal``)."""
-    q_idx = torch.arange(q0, q0 + rows, device=device)[:, None]
-    k_idx = torch.arange(n, device=device)[None, :]
-    return torch.zeros(rows, n, device=device).masked_fill_(k_idx > q_idx, float("-inf"))
-
-
-def _mask_block(mask: torch.Tensor | None, b: int, h: int, q0: int, rows: int) -> torch.Tensor | None:
-    """Additive bias of batch ``b``, head ``h``, query rows ``q0 .. q0 + rows`` of an SDPA-style
-    mask (bool: True = attend; float: added), broadcastable to (rows, S)."""
-    if mask is None:
-        return None
-    while mask.dim() < 4:
-        mask = mask.unsqueeze(0)
-    mask = mask[b if mask.shape[0] > 1 else 0, h if mask.shape[1] > 1 else 0]
-    if mask.shape[0] > 1:
-        mask = mask[q0 : q0 + rows]
-    if mask.dtype == torch.bool:
-        return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, float("-inf"))
-    return mask.float()
 
 
 def _concat_batches(parts: list[torch.Tensor], layer: str) -> torch.Tensor:

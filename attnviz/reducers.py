@@ -1,8 +1,8 @@
 """Reductions of attention probabilities to the small views attnviz works with.
 
 Kept apart from the hooks in :mod:`attnviz.capture` so that one piece of arithmetic serves the
-exact path (the whole map at once, :func:`reduce_full`), the chunked path (one head's block of
-query rows at a time, :class:`BlockReducer`) and anyone who already holds full maps.
+exact path (the whole map at once, :func:`reduce_full`), the chunked and single-pass paths (one
+block of query rows of one head, or of a group of heads, at a time: :class:`BlockReducer`) and anyone who already holds full maps.
 
 Definitions, for probabilities ``A`` (batch, head, query, key) over ``prefix + rows x cols``
 tokens in row-major order (see :class:`attnviz.grid.TokenGrid`):
@@ -144,7 +144,8 @@ class BlockReducer:
 
     Blocks of different (batch, query rows) may be added from different threads: each writes
     only its own slices of preallocated outputs.  Within one (batch, query rows) the heads must
-    arrive in order 0..H-1 from one thread (head fusion accumulates across them).  Memory is
+    arrive in order 0..H-1 from one thread, one at a time or in groups (head fusion accumulates
+    across them).  Memory is
     O(B*H*S*cols) for time maps and O(B*S*S) for a fused token map; the (B, H, S, S) map is held
     only with ``keep_full``.
     """
@@ -162,29 +163,43 @@ class BlockReducer:
         self._fused = torch.empty(batch, seq_len, seq_len, **f32) if spec.head_fusion else None
 
     def add(self, b: int, h: int, q0: int, probs: torch.Tensor) -> None:
-        """Fold one head's probabilities of query rows ``q0 .. q0 + n`` (shape (n, S)).
+        """Fold the probabilities of heads ``h ..`` and query rows ``q0 .. q0 + n``.
 
-        ``probs`` may be a scratch buffer: only reductions or copies of it are kept.
+        ``probs`` is (n, S) for head ``h`` alone or (g, n, S) for heads ``h .. h + g``; it may be
+        a scratch buffer: only reductions or copies of it are kept.
         """
-        q1 = q0 + probs.shape[0]
+        if probs.dim() == 2:
+            probs = probs.unsqueeze(0)
+        h1, q1 = h + probs.shape[0], q0 + probs.shape[1]
         if self._full is not None:
-            self._full[b, h, q0:q1].copy_(probs)
+            self._full[b, h:h1, q0:q1].copy_(probs)
         grid = self.spec.grid
         if grid is not None:
             p = grid.prefix_tokens
-            torch.sum(probs[:, p:].unflatten(-1, (grid.rows, grid.cols)), -2, out=self._per_col[b, h, q0:q1])
-            torch.sum(probs[:, :p], -1, out=self._prefix[b, h, q0:q1])
+            per_col = probs[..., p:].unflatten(-1, (grid.rows, grid.cols))
+            torch.sum(per_col, -2, out=self._per_col[b, h:h1, q0:q1])
+            torch.sum(probs[..., :p], -1, out=self._prefix[b, h:h1, q0:q1])
         if self._fused is not None:
-            acc = self._fused[b, q0:q1]
-            how = self.spec.head_fusion
-            if h == 0:
-                acc.copy_(probs)
-            elif how == "mean":
-                acc.add_(probs)
-            elif how == "max":
-                torch.maximum(acc, probs, out=acc)
-            else:
-                torch.minimum(acc, probs, out=acc)
+            self._fuse(self._fused[b, q0:q1], h, probs)
+
+    def _fuse(self, acc: torch.Tensor, h: int, probs: torch.Tensor) -> None:
+        """Fold heads ``h .. h + g`` into the running head fusion ``acc`` (heads arrive in order;
+        "mean" accumulates the sum and :meth:`finish` divides)."""
+        how = self.spec.head_fusion
+        if probs.shape[0] == 1:
+            one = probs[0]
+        elif how == "mean":
+            one = probs.sum(0)
+        else:
+            one = fuse_heads(probs, how, dim=0)
+        if h == 0:
+            acc.copy_(one)
+        elif how == "mean":
+            acc.add_(one)
+        elif how == "max":
+            torch.maximum(acc, one, out=acc)
+        else:
+            torch.minimum(acc, one, out=acc)
 
     def finish(self) -> dict[str, torch.Tensor]:
         """Small CPU float32 results of this call."""

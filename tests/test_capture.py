@@ -17,7 +17,7 @@ from attnviz.grid import TokenGrid
 from attnviz.reducers import time_maps_from_probs
 
 HORIZON = 720
-STRATEGIES = ("exact", "chunked")
+STRATEGIES = ("exact", "chunked", "single")
 
 
 # ----- helpers -----------------------------------------------------------------------------------
@@ -55,8 +55,9 @@ def captures(fc, series, grid):
 
 
 def assert_clean(model: nn.Module, flags: dict[str, bool]) -> None:
-    """No hook of any kind left on any module and every fused_attn flag as before."""
+    """No hook of any kind left on any module, no forward replaced, every fused_attn flag as before."""
     for name, module in model.named_modules():
+        assert "forward" not in vars(module), name
         assert not module._forward_hooks, name
         assert not module._forward_pre_hooks, name
         assert not module._forward_hooks_with_kwargs, name
@@ -128,12 +129,13 @@ def test_full_maps_equal_upstream_reference(captures, reference, strategy):
         assert cap.calls[layer] == 1
 
 
-def test_chunked_agrees_with_exact(captures):
+@pytest.mark.parametrize("strategy", ["chunked", "single"])
+def test_blockwise_agrees_with_exact(captures, strategy):
     exact, _ = captures["exact"]
-    chunked, _ = captures["chunked"]
+    blockwise, _ = captures[strategy]
     for layer in exact.layer_names:
         for name in ("maps", "time_maps", "prefix_mass"):
-            a, b = getattr(exact, name)[layer], getattr(chunked, name)[layer]
+            a, b = getattr(exact, name)[layer], getattr(blockwise, name)[layer]
             assert a.shape == b.shape
             assert (a - b).abs().max().item() < 1e-6, (layer, name)
 
@@ -168,13 +170,16 @@ def test_predict_unchanged_by_capture(fc, series, captures):
     plain = fc.predict(series, HORIZON)
     _, chunked = captures["chunked"]
     _, exact = captures["exact"]
+    _, single = captures["single"]
     assert np.array_equal(chunked.probabilities, plain.probabilities)  # fused kernel kept: bitwise
     assert np.array_equal(chunked.full, plain.full)
     np.testing.assert_allclose(exact.probabilities, plain.probabilities, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(single.probabilities, plain.probabilities, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(
-    "how, strategy", [("mean", "chunked"), ("max", "chunked"), ("min", "chunked"), ("mean", "exact")]
+    "how, strategy",
+    [("mean", "chunked"), ("max", "chunked"), ("min", "chunked"), ("mean", "exact"), ("mean", "single"), ("max", "single")],
 )
 def test_head_fusion_equals_torch_reduction(fc, series, captures, how, strategy):
     full = captures["exact"][0].maps
@@ -218,12 +223,19 @@ def test_auto_picks_by_map_size(fc, series, grid, monkeypatch):
     assert set(small.strategies.values()) == {"exact"}
     monkeypatch.setattr(capture_mod, "AUTO_CHUNK_THRESHOLD_BYTES", 1024)
     plain = fc.predict(series, HORIZON)
-    with rollout.capture(grid=grid) as big:
+    with rollout.capture(grid=grid) as big:  # above the threshold: single pass
         out = fc.predict(series, HORIZON)
-    assert set(big.strategies.values()) == {"chunked"}
-    assert np.array_equal(out.probabilities, plain.probabilities)
+    assert set(big.strategies.values()) == {"single"}
+    np.testing.assert_allclose(out.probabilities, plain.probabilities, atol=1e-5, rtol=0)
     for layer in rollout.layer_names:
         assert (big.time_maps[layer] - small.time_maps[layer]).abs().max().item() < 1e-6
+    with warnings.catch_warnings():  # autograd recording: single is not faithful, chunked is
+        warnings.simplefilter("error")
+        with rollout.capture(grid=grid) as graded:
+            fc.model(torch.as_tensor(fc.prepare(series, HORIZON).image, dtype=torch.float32)[None, None])
+    assert set(graded.strategies.values()) == {"chunked"}
+    for layer in rollout.layer_names:
+        assert (graded.time_maps[layer] - small.time_maps[layer]).abs().max().item() < 1e-6
 
 
 def test_chunk_bytes_bounds_the_chunk(fc, series, grid, captures):
@@ -238,7 +250,7 @@ def test_chunk_bytes_bounds_the_chunk(fc, series, grid, captures):
 
 
 # ----- cleanup -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("strategy", ["exact", "chunked", "auto"])
+@pytest.mark.parametrize("strategy", ["exact", "chunked", "single", "auto"])
 def test_hooks_removed_and_flags_restored(fc, series, grid, strategy):
     model = fc.model
     model.blocks[1].attn.fused_attn = False  # a non-default flag must come back as it was
@@ -316,11 +328,12 @@ def test_bypassing_attention_raises_naming_layers():
             model(x)
     assert "1.attn" not in str(info.value)
     assert_clean(model, flags)
-    with pytest.warns(CaptureFallbackWarning, match="overrides"):
-        with pytest.raises(RuntimeError, match=r"0\.attn"):
-            with rollout.capture(head_fusion="mean", strategy="chunked"):
-                model(x)
-    assert_clean(model, flags)
+    for strategy in ("chunked", "single"):
+        with pytest.warns(CaptureFallbackWarning, match="overrides"):
+            with pytest.raises(RuntimeError, match=r"0\.attn"):
+                with rollout.capture(head_fusion="mean", strategy=strategy), torch.no_grad():
+                    model(x)
+        assert_clean(model, flags)
 
 
 def test_block_that_skips_attention_raises():
@@ -342,14 +355,16 @@ def test_timm_vision_transformer(kw):
     g = vit_grid(model)
     x = torch.randn(3, 3, 32, 32)
     flags = fused_flags(model)
-    plain = model(x)
+    with torch.no_grad():  # single pass runs where autograd is off (else: chunked, tested apart)
+        plain = model(x)
     rollout = AttentionRollout(model)
     assert rollout.layer_names == ["blocks.0.attn", "blocks.1.attn"]
     caps = {}
     for strategy in STRATEGIES:
         kw = dict(keep_full=True, grid=g, head_fusion="mean", strategy=strategy, chunk_size=5)
-        with rollout.capture(**kw) as cap:
+        with rollout.capture(**kw) as cap, torch.no_grad():
             out = model(x)
+        assert set(cap.strategies.values()) == {strategy}
         caps[strategy] = cap
         if strategy == "chunked":
             assert torch.equal(out, plain)
@@ -359,12 +374,13 @@ def test_timm_vision_transformer(kw):
         full = caps["exact"].maps[layer]
         assert full.shape == (3, 2, g.seq_len, g.seq_len)
         torch.testing.assert_close(full.sum(-1), torch.ones(3, 2, g.seq_len))
-        for name in ("maps", "time_maps", "prefix_mass", "token_maps"):
-            diff = getattr(caps["exact"], name)[layer] - getattr(caps["chunked"], name)[layer]
-            assert diff.abs().max() < 1e-6, (layer, name)
         t_ref, m_ref = numpy_time_map(full.numpy(), g)
-        np.testing.assert_allclose(caps["chunked"].time_maps[layer].numpy(), t_ref, atol=1e-6)
-        np.testing.assert_allclose(caps["chunked"].prefix_mass[layer].numpy(), m_ref, atol=1e-6)
+        for strategy in ("chunked", "single"):
+            for name in ("maps", "time_maps", "prefix_mass", "token_maps"):
+                diff = getattr(caps["exact"], name)[layer] - getattr(caps[strategy], name)[layer]
+                assert diff.abs().max() < 1e-6, (layer, name, strategy)
+            np.testing.assert_allclose(caps[strategy].time_maps[layer].numpy(), t_ref, atol=1e-6)
+            np.testing.assert_allclose(caps[strategy].prefix_mass[layer].numpy(), m_ref, atol=1e-6)
 
 
 def test_timm_create_model_offline():
@@ -380,18 +396,20 @@ def test_timm_create_model_offline():
     torch.testing.assert_close(cap.time_maps["blocks.1.attn"].sum(-1), 1 - cap.prefix_mass["blocks.1.attn"])
 
 
-def test_chunked_inline_when_single_threaded():
+@pytest.mark.parametrize("strategy", ["chunked", "single"])
+@torch.no_grad()
+def test_blockwise_inline_when_single_threaded(strategy):
     """With one torch thread the blocks run inline (no worker pool); results are unchanged."""
     model = small_vit()
     g = vit_grid(model)
     x = torch.randn(2, 3, 32, 32)
     rollout = AttentionRollout(model)
-    with rollout.capture(grid=g, head_fusion="min", strategy="chunked", chunk_size=3) as pooled:
+    with rollout.capture(grid=g, head_fusion="min", strategy=strategy, chunk_size=3) as pooled:
         model(x)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with rollout.capture(grid=g, head_fusion="min", strategy="chunked", chunk_size=3) as inline:
+        with rollout.capture(grid=g, head_fusion="min", strategy=strategy, chunk_size=3) as inline:
             model(x)
     finally:
         torch.set_num_threads(threads)
@@ -447,11 +465,16 @@ def test_chunked_respects_attention_masks(mask_kind):
     x = torch.randn(2, n, 16, generator=gen)
     rollout = AttentionRollout(model)
     maps = {}
-    for strategy in STRATEGIES:
-        with rollout.capture(keep_full=True, strategy=strategy, chunk_size=4) as cap:
-            model(x)
-        maps[strategy] = cap.maps["attn"]
+    with torch.no_grad():
+        plain = model(x)
+        for strategy in STRATEGIES:
+            with rollout.capture(keep_full=True, strategy=strategy, chunk_size=4) as cap:
+                out = model(x)
+            assert cap.strategies == {"attn": strategy}
+            torch.testing.assert_close(out, plain, atol=1e-5, rtol=1e-5)
+            maps[strategy] = cap.maps["attn"]
     assert (maps["exact"] - maps["chunked"]).abs().max() < 1e-6
+    assert (maps["exact"] - maps["single"]).abs().max() < 1e-6
     if mask_kind == "causal":
         assert maps["chunked"].triu(1).abs().max() == 0
     if mask_kind == "bool_broadcast":
@@ -461,7 +484,7 @@ def test_chunked_respects_attention_masks(mask_kind):
 # ----- bad input ---------------------------------------------------------------------------------
 def test_bad_arguments_name_what_was_asked(fc):
     rollout = AttentionRollout(fc.model)
-    with pytest.raises(ValueError, match=r"strategy .*'auto', 'exact', 'chunked'.*'fast'"):
+    with pytest.raises(ValueError, match=r"strategy .*'auto', 'exact', 'chunked', 'single'.*'fast'"):
         rollout.capture(strategy="fast")
     with pytest.raises(ValueError, match=r"head_fusion .*'mean', 'max', 'min'.*'median'"):
         rollout.capture(head_fusion="median")
@@ -487,7 +510,7 @@ def test_grid_that_does_not_fit_names_both_lengths(fc, series):
     wrong = TokenGrid(
         rows=wrong.rows, cols=wrong.cols - 1, prefix_tokens=1, history_cols=10, samples_per_col=1.0
     )
-    for strategy in ("exact", "chunked"):
+    for strategy in STRATEGIES:
         with pytest.raises(ValueError, match=r"seq_len 313 .*sequence length 321"):
             with AttentionRollout(fc.model).capture(grid=wrong, strategy=strategy):
                 fc.predict(series, HORIZON)
@@ -503,8 +526,10 @@ def test_nested_capture_refused(fc):
     assert_clean(fc.model, fused_flags(fc.model))
 
 
-def test_no_warning_on_plain_vitime(fc, series, grid):
+@pytest.mark.parametrize("strategy", ["chunked", "single"])
+def test_no_warning_on_plain_vitime(fc, series, grid, strategy):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with AttentionRollout(fc.model).capture(grid=grid, strategy="chunked"):
+        with AttentionRollout(fc.model).capture(grid=grid, strategy=strategy) as cap:
             fc.predict(series, HORIZON)
+    assert set(cap.strategies.values()) == {strategy}

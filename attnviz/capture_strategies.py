@@ -1,0 +1,286 @@
+"""The arithmetic behind :mod:`attnviz.capture`'s ``chunked`` and ``single`` strategies.
+
+Both walk one call's attention one block of query rows at a time (``attend_blocks``):
+``softmax(q * scale @ k^T + mask)`` for a block of rows and a group of heads, handed to a
+:class:`~attnviz.reducers.BlockReducer` and, for ``single``, multiplied by ``v`` into the layer's
+output.  ``chunked`` feeds it the q and k the model's own forward computed (the model keeps its
+fused kernel); ``single`` replaces the forward of timm's ``Attention`` by
+:func:`single_pass_forward`, which computes each probability block once for both.
+
+What may run which strategy is decided here too (:func:`chunk_blocker`, :func:`single_blocker`,
+:func:`call_blocker`): a reason string when a strategy could compute something else than the
+model's own forward, ``None`` when it is faithful.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from timm.layers import Attention
+from torch import nn
+
+from .reducers import BlockReducer
+
+#: The submodules timm's ``Attention.forward`` uses (``gate`` and ``norm`` only in newer timm).
+#: A module with other children is something :func:`single_pass_forward` does not know.
+ATTENTION_CHILDREN = frozenset({"qkv", "q_norm", "k_norm", "attn_drop", "norm", "gate", "proj", "proj_drop"})
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """Query rows per block and heads per block (1 on the CPU, all heads on an accelerator)."""
+
+    rows: int
+    heads: int
+
+
+# ----- which strategy is faithful where ------------------------------------------------------------
+def chunk_blocker(module: Attention) -> str | None:
+    """Why recomputing this module's probabilities from its qkv output could differ, or None."""
+    if type(module).forward is not Attention.forward:
+        return f"{type(module).__name__} overrides timm Attention.forward, so q/k handling is unknown"
+    if not isinstance(getattr(module, "qkv", None), nn.Linear):
+        return "its qkv projection is not an nn.Linear"
+    if not math.isclose(float(module.scale), int(module.head_dim) ** -0.5, rel_tol=1e-6):
+        return (
+            f"its scale {float(module.scale)!r} differs from head_dim ** -0.5, which timm's fused "
+            "kernel uses instead"
+        )
+    for norm_name in ("q_norm", "k_norm"):
+        norm = getattr(module, norm_name)
+        if any(True for _ in norm.buffers()):
+            return f"its {norm_name} ({type(norm).__name__}) keeps running statistics"
+    return None
+
+
+def single_blocker(module: Attention) -> str | None:
+    """Why replacing this module's forward by :func:`single_pass_forward` could change its output."""
+    reason = chunk_blocker(module)
+    if reason is not None:
+        return reason
+    if "forward" in vars(module):
+        return "its forward is replaced on the instance"
+    extra = sorted({name for name, _ in module.named_children()} - ATTENTION_CHILDREN)
+    if extra:
+        return f"it has submodules timm's Attention.forward does not use: {extra}"
+    if not timm_forward_mirrored():
+        import timm
+
+        return f"timm {timm.__version__}'s Attention.forward computes something single_pass_forward does not"
+    return None
+
+
+def call_blocker(module: Attention, x: torch.Tensor) -> str | None:
+    """Why one call cannot run single-pass (dropout on the probabilities, autograd), or None."""
+    if module.training and float(module.attn_drop.p) > 0:
+        return "attention dropout is active (training mode)"
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters())):
+        return "autograd is recording (run under torch.no_grad() or torch.inference_mode())"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def timm_forward_mirrored() -> bool:
+    """Does :func:`single_pass_forward` equal the installed timm's ``Attention.forward``?
+
+    Checked once per process on a tiny module (CPU, float32, global RNG untouched), with the
+    fused kernel and without, so that a timm release that changes its forward switches the
+    ``single`` strategy off instead of silently computing something else.
+    """
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(0)
+        module = Attention(16, num_heads=2, qkv_bias=True).eval()
+        x = torch.randn(2, 7, 16)
+        plan, runner = BlockPlan(rows=3, heads=1), BlockRunner(1)
+        ours = single_pass_forward(module, x, None, False, None, plan, runner)
+        fused = getattr(module, "fused_attn", False)
+        try:
+            for flag in (True, False):
+                module.fused_attn = flag
+                if not torch.allclose(module(x), ours, atol=1e-6, rtol=1e-5):
+                    return False
+        finally:
+            module.fused_attn = fused
+    return True
+
+
+# ----- the block kernel ----------------------------------------------------------------------------
+def attend_blocks(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    scale: float,
+    plan: BlockPlan,
+    runner: "BlockRunner",
+    reducer: BlockReducer | None = None,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    v: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> None:
+    """Walk ``softmax(q * scale @ k^T + mask)`` block by block; q, k, v are (B, H, S, d) float32.
+
+    Each probability block (``plan.heads`` heads x ``plan.rows`` query rows) goes to ``reducer``
+    and, with ``v``, its ``P @ v`` to ``out`` (B, S, H * d) at the heads' columns, which is
+    timm's ``(P @ v).transpose(1, 2).reshape(B, S, H * d)``.  Blocks live in per-thread scratch
+    buffers (the softmax in place on the CPU, where the block should stay in cache); nothing of
+    size S x S is kept.  Per block and head group: one matmul, the softmax, the reductions and
+    one matmul straight into ``out``.
+    """
+    batch, heads, n, _ = q.shape
+    rows, group = plan.rows, plan.heads
+    q = q * scale  # as timm's unfused path, once for all blocks
+    in_place = q.device.type == "cpu"
+
+    def run(item: tuple[int, int]) -> None:
+        bi, q0 = item
+        m = min(rows, n - q0)
+        with torch.no_grad():  # grad mode is per thread
+            size = group * rows * n
+            logits_buf, probs_buf = runner.scratch((size, 0 if in_place else size), q.device)
+            causal = _causal_bias(q0, m, n, q.device) if is_causal else None
+            rows_out = None if out is None else out[bi, q0 : q0 + m].view(m, heads, -1)
+            for h0 in range(0, heads, group):
+                g = min(group, heads - h0)
+                logits = logits_buf[: g * m * n].view(g, m, n)
+                probs = logits if in_place else probs_buf[: g * m * n].view(g, m, n)
+                _matmul(q[bi, h0 : h0 + g, q0 : q0 + m], k[bi, h0 : h0 + g].transpose(-1, -2), logits)
+                bias = causal if is_causal else _mask_block(attn_mask, bi, h0, g, q0, m)
+                if bias is not None:
+                    logits.add_(bias)
+                torch.softmax(logits, dim=-1, out=probs)
+                if reducer is not None:
+                    reducer.add(bi, h0, q0, probs)
+                if rows_out is not None:
+                    _matmul(probs, v[bi, h0 : h0 + g], rows_out[:, h0 : h0 + g].transpose(0, 1))
+
+    runner.map(run, [(bi, q0) for bi in range(batch) for q0 in range(0, n, rows)], q.device)
+
+
+def single_pass_forward(
+    module: Attention,
+    x: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    is_causal: bool,
+    reducer: BlockReducer | None,
+    plan: BlockPlan,
+    runner: "BlockRunner",
+) -> torch.Tensor:
+    """timm's ``Attention.forward`` with the attention computed by :func:`attend_blocks`.
+
+    Same modules in the same order (gate, qkv, q_norm/k_norm, attention, norm, gate, proj,
+    proj_drop), so hooks on them see what they see in the model's own forward.  The attention is
+    computed in float32 and cast back to the dtype of ``v``.  Use only where
+    :func:`single_blocker` and :func:`call_blocker` return None.
+    """
+    batch, n, _ = x.shape
+    heads, head_dim = int(module.num_heads), int(module.head_dim)
+    gate_layer = getattr(module, "gate", None)
+    gate = gate_layer(x).sigmoid() if gate_layer is not None else None
+    qkv = module.qkv(x).reshape(batch, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    q, k = module.q_norm(q), module.k_norm(k)
+    out = torch.empty(batch, n, heads * head_dim, dtype=torch.float32, device=x.device)
+    attend_blocks(
+        q.float(), k.float(), float(module.scale), plan, runner, reducer, attn_mask, is_causal, v.float(), out
+    )
+    y = out.to(v.dtype)
+    norm = getattr(module, "norm", None)
+    if norm is not None:
+        y = norm(y)
+    if gate is not None:
+        y = y * gate
+    return module.proj_drop(module.proj(y))
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+    """(g, m, k) @ (g, k, n) into ``out`` (a strided view is written in place); one plain ``mm``
+    for a single head (the CPU case)."""
+    if a.shape[0] == 1:
+        torch.mm(a[0], b[0], out=out[0])
+    else:
+        torch.bmm(a, b, out=out)
+
+
+def _causal_bias(q0: int, rows: int, n: int, device: torch.device) -> torch.Tensor:
+    """-inf above the diagonal for query rows ``q0 .. q0 + rows`` (timm/SDPA ``is_causal``)."""
+    q_idx = torch.arange(q0, q0 + rows, device=device)[:, None]
+    k_idx = torch.arange(n, device=device)[None, :]
+    return torch.zeros(rows, n, device=device).masked_fill_(k_idx > q_idx, float("-inf"))
+
+
+def _mask_block(
+    mask: torch.Tensor | None, b: int, h0: int, heads: int, q0: int, rows: int
+) -> torch.Tensor | None:
+    """Additive bias of batch ``b``, heads ``h0 .. h0 + heads``, query rows ``q0 .. q0 + rows``
+    of an SDPA-style mask (bool: True = attend; float: added), broadcastable to (heads, rows, S)."""
+    if mask is None:
+        return None
+    while mask.dim() < 4:
+        mask = mask.unsqueeze(0)
+    mask = mask[b if mask.shape[0] > 1 else 0]
+    mask = mask[h0 : h0 + heads] if mask.shape[0] > 1 else mask
+    if mask.shape[1] > 1:
+        mask = mask[:, q0 : q0 + rows]
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, float("-inf"))
+    return mask.float()
+
+
+# ----- running blocks ------------------------------------------------------------------------------
+class BlockRunner:
+    """Runs block tasks on worker threads that use single-threaded torch kernels (CPU only).
+
+    The tasks are many small ops; with torch's intra-op OpenMP each would hand work to the other
+    cores and wait for them, which on a loaded machine costs a scheduler slice per op.  Worker
+    threads instead take whole blocks each (torch releases the GIL inside ops).  Elsewhere (CUDA)
+    or with one thread the tasks run inline.  Scratch buffers are per thread and reused.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, int(workers))
+        self._pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+
+    def scratch(self, sizes: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+        """This thread's float32 buffers of at least ``sizes`` elements, grown when too small."""
+        bufs = getattr(self._local, "bufs", None)
+        if (
+            bufs is None
+            or len(bufs) != len(sizes)
+            or bufs[0].device != device
+            or any(buf.numel() < size for buf, size in zip(bufs, sizes))
+        ):
+            bufs = tuple(torch.empty(size, dtype=torch.float32, device=device) for size in sizes)
+            self._local.bufs = bufs
+        return bufs
+
+    def map(self, fn: Callable[[Any], None], items: list, device: torch.device) -> None:
+        if device.type != "cpu" or self.workers == 1 or len(items) == 1:
+            for item in items:
+                fn(item)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                self.workers,
+                thread_name_prefix="attnviz-capture",
+                initializer=torch.set_num_threads,
+                initargs=(1,),
+            )
+        threads = torch.get_num_threads()
+        try:
+            done, _ = wait([self._pool.submit(fn, item) for item in items], return_when=FIRST_EXCEPTION)
+            for future in done:
+                future.result()  # re-raise a worker's exception here
+        finally:
+            torch.set_num_threads(threads)  # a worker's set_num_threads(1) also sets the default
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._local = threading.local()
