@@ -158,7 +158,8 @@ def ablation_summary(merged: Any, settings: Any) -> dict[str, Any]:
 
     diff = entry(2)
     lo, hi = diff["ci"]
-    verdict = ("top-K heads hurt more than random heads (interval of the mean difference above 0)" if lo > 0 else
+    verdict = ("no series has both ablations" if not len(rows) else
+               "top-K heads hurt more than random heads (interval of the mean difference above 0)" if lo > 0 else
                "random heads hurt more than top-K heads (interval of the mean difference below 0)" if hi < 0 else
                "no difference shown (the interval of the mean difference holds 0)")
     reference = None

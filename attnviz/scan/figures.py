@@ -92,47 +92,46 @@ def _outline(start: int, size: int, color: str) -> Any:
 
 def ablation_figure(plotter: Any, topk: np.ndarray, random: np.ndarray, stats: dict[str, Any]) -> Figure:
     """Left: each series' ΔMAE with its top-K heads ablated against with K random heads (above
-    the diagonal: top-K hurt more), the means with their 95 % intervals as a cross.  Right: the
-    per-series values of top-K, random and their paired difference, each with mean and interval."""
+    the diagonal: top-K hurt more; symmetric-log axes, linear within the median |ΔMAE|, since a
+    few series change by far more than most).  Right: the mean ΔMAE of top-K, of random heads and
+    of their paired difference, each with its 95 % bootstrap interval over series."""
     ok = np.isfinite(topk) & np.isfinite(random)
     top, rand = np.asarray(topk, float)[ok], np.asarray(random, float)[ok]
     k, pal = stats["k"], plotter.palette
-    rows = [(f"top-{k} heads", top, stats["topk_delta_mae"], pal[0]),
-            (f"{k} random heads", rand, stats["random_delta_mae"], "0.45"),
-            (f"top-{k} - random (paired)", top - rand, stats["difference"], pal[3])]
+    rows = [(f"top-{k} heads", stats["topk_delta_mae"], pal[0]), (f"{k} random heads", stats["random_delta_mae"], "0.4"),
+            (f"top-{k} - random\n(paired per series)", stats["difference"], pal[3])]
     with plotter.rc_context():
-        fig = _figure(plotter, (11.5, 4.8))
-        ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.25]})
-        ax.scatter(rand, top, s=14, color=pal[0], alpha=0.6, lw=0, label="one series", gid="series")
+        fig = _figure(plotter, (11.5, 5.0))
+        ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.1]})
         both = np.concatenate([top, rand, [0.0]])
-        lo, hi = float(both.min()), float(both.max())
-        pad = 0.05 * (hi - lo or 1.0)
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], ls="--", color="0.5", lw=1, label="equal harm")
-        mt, mr = stats["topk_delta_mae"], stats["random_delta_mae"]
-        ax.errorbar(mr["mean"], mt["mean"], xerr=[[mr["mean"] - mr["ci"][0]], [mr["ci"][1] - mr["mean"]]],
-                    yerr=[[mt["mean"] - mt["ci"][0]], [mt["ci"][1] - mt["mean"]]], fmt="o", color=pal[3], ms=6,
-                    capsize=3, lw=1.8, label="means, 95 % CI", gid="means")
-        ax.set_xlim(lo - pad, hi + pad)
-        ax.set_ylim(lo - pad, hi + pad)
+        linear = float(np.median(np.abs(both[both != 0]))) if np.any(both != 0) else 1.0
+        lo, hi = min(1.4 * float(both.min()), -linear), max(1.4 * float(both.max()), linear)  # room on symlog axes
+        ax.plot([lo, hi], [lo, hi], ls="--", color="0.5", lw=1, label="equal harm")
+        ax.axhline(0, color="0.75", lw=0.6)
+        ax.axvline(0, color="0.75", lw=0.6)
+        ax.scatter(rand, top, s=16, color=pal[0], alpha=0.6, lw=0, label="one series", gid="series")
+        for set_scale, set_lim in ((ax.set_xscale, ax.set_xlim), (ax.set_yscale, ax.set_ylim)):
+            set_scale("symlog", linthresh=linear)
+            set_lim(lo, hi)
         ax.set_xlabel(f"ΔMAE, {k} random heads ablated")
         ax.set_ylabel(f"ΔMAE, top-{k} heads ablated")
-        ax.set_title("above the line: top heads hurt more", fontsize="medium")
+        ax.set_title(f"each series (above the line: top-{k} hurt more)\nsymlog axes, linear within ±{linear:.2g}",
+                     fontsize="medium")
         ax.legend(loc="upper left", fontsize="x-small")
-        jitter = np.random.default_rng(0).uniform(-0.16, 0.16, size=len(top))  # placement only
-        for y, (label, values, entry, color) in zip([2, 1, 0], rows):
-            bx.plot(values, y + jitter, "o", ms=3, color=color, alpha=0.35, mew=0)
-            bx.plot(entry["ci"], [y + 0.3, y + 0.3], color=color, lw=2.4, solid_capstyle="round")
-            bx.plot(entry["mean"], y + 0.3, "D", color=color, ms=6, gid="mean")
-            bx.annotate(f"{entry['mean']:+.3g} [{entry['ci'][0]:+.3g}, {entry['ci'][1]:+.3g}]", (entry["mean"], y + 0.3),
-                        xytext=(0, 6), textcoords="offset points", ha="center", fontsize="x-small", color=color)
+        for y, (label, entry, color) in zip([2, 1, 0], rows):
+            bx.plot(entry["ci"], [y, y], color=color, lw=3, solid_capstyle="round")
+            bx.plot(entry["mean"], y, "D", color=color, ms=7, gid="mean")
+            bx.annotate(f"{entry['mean']:+.3g}  [{entry['ci'][0]:+.3g}, {entry['ci'][1]:+.3g}]", (entry["mean"], y),
+                        xytext=(0, 9), textcoords="offset points", ha="center", fontsize="small", color=color)
         bx.axvline(0, color="0.3", lw=0.8)
         bx.set_yticks([2, 1, 0], [r[0] for r in rows], fontsize="small")
-        bx.set_ylim(-0.5, 2.75)
-        bx.set_xlabel("ΔMAE = MAE(ablated) - MAE(unablated), vs the truth")
+        bx.set_ylim(-0.6, 2.6)
+        bx.margins(x=0.15)
+        bx.set_xlabel("mean ΔMAE = MAE(ablated) - MAE(unablated), vs the truth")
         bx.grid(True, axis="x", alpha=0.35, lw=0.6)
         share = stats["share_topk_hurts_more"]
-        bx.set_title(f"mean, 95 % bootstrap CI over {stats['series']} series; top-{k} hurt more in "
-                     f"{share['count']} ({share['share']:.0%}, CI {share['ci'][0]:.0%}-{share['ci'][1]:.0%})",
+        bx.set_title(f"means with 95 % bootstrap intervals over {stats['series']} series\ntop-{k} hurt more in "
+                     f"{share['count']} series ({share['share']:.0%}, interval {share['ci'][0]:.0%}-{share['ci'][1]:.0%})",
                      fontsize="medium")
         fig.suptitle(f"{stats['mode']}-ablation of each series' top-{k} heads vs {k} random heads")
     return fig

@@ -6,6 +6,7 @@ ranks or resumed from shards gives the same numbers as one uninterrupted run.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +44,9 @@ def bootstrap_means(values: np.ndarray, resamples: int = 1000, level: float = 0.
         means = sums / weights
         mean = np.where(finite.any(0), np.nansum(np.where(finite, flat, 0.0), 0) / finite.sum(0), np.nan)
     alpha = (1.0 - level) / 2.0
-    lo, hi = np.nanpercentile(means, [100 * alpha, 100 * (1 - alpha)], axis=0) if np.isfinite(means).any() else (mean, mean)
+    with warnings.catch_warnings():  # a padded head (no finite value in any series) stays NaN, unannounced
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanpercentile(means, [100 * alpha, 100 * (1 - alpha)], axis=0) if np.isfinite(means).any() else (mean, mean)
     shape = data.shape[1:]
     return Interval(mean.reshape(shape), np.asarray(lo).reshape(shape), np.asarray(hi).reshape(shape), n)
 
