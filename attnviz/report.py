@@ -26,7 +26,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -245,10 +245,15 @@ class ReportWriter:
         from .explorer import write_html
 
         periods = check_reference_periods(reference_periods)
+        return self.add_page(lambda path: write_html(res, path, reference_periods=periods, truth=truth,
+                                                     selected=selected, title=title or self.name), periods)
+
+    def add_page(self, write: Callable[[Path], Any], reference_periods: Sequence[float] = ()) -> str:
+        """An explorer page as ``experiment_<name>_explorer.html``: ``write(path)`` writes it
+        into the staging folder (any page of :mod:`attnviz.explorer`)."""
         filename = f"experiment_{self.name}_explorer.html"
-        write_html(res, self._staged(filename), reference_periods=periods, truth=truth, selected=selected,
-                   title=title or self.name)
-        return self._record(filename, "explorer", periods, None, None)
+        write(self._staged(filename))
+        return self._record(filename, "explorer", reference_periods, None, None)
 
     def write_analysis(self, res: Any, heads: Sequence[tuple[str, int]], *, reference_periods: Sequence[float] = (),
                        truth: Any = None, html: bool = False, extra: dict[str, Any] | None = None) -> dict[str, Any]:

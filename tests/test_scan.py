@@ -33,7 +33,7 @@ def tables(out: Path) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def synthetic_scan(tmp_path_factory):
     out = tmp_path_factory.mktemp("scan") / "out"
-    proc = scan("--synthetic", "5", "--seed", "3", *SMALL, "--batch-size", "2", "--shard-size", "2", "--out", str(out))
+    proc = scan("--synthetic", "5", "--seed", "3", *SMALL, "--batch-size", "2", "--shard-size", "2", "--html", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -60,7 +60,9 @@ def test_a_synthetic_scan_writes_its_tables_and_summary(synthetic_scan):
     assert head["mean_score"] == pytest.approx(np.mean(scores), abs=1e-5)
     assert summary["period_recovery"]["series"] == 5
     kinds = {f["kind"] for f in summary["figures"]}
-    assert kinds == {"head_scores", "head_intervals", "head_clusters", "period_recovery"}
+    assert kinds == {"head_scores", "head_intervals", "head_clusters", "period_recovery", "explorer"}
+    page = (out / "experiment_scan_explorer.html").read_text()
+    assert "attnvizScanExplorer" in page and "http://" not in page and "https://" not in page
     assert all(Path(f).is_file() for f in summary["files"])
 
 
@@ -143,10 +145,12 @@ def test_a_bundled_real_series_cut_into_windows(tmp_path):
     (["--synthetic", "2", "--column", "x"], "--column is for --folder"),
     (["--synthetic", "2", "--stride", "5"], "--stride cuts real series"),
     (["--dataset", "nile"], "unknown dataset 'nile'"),
+    (["--synthetic", "2", "--seed", "-1"], "--seed: expected an integer >= 0"),
 ])
 def test_bad_scan_input_is_one_line(tmp_path, args, message):
     proc = scan(*args, *SMALL, "--out", str(tmp_path / "o"))
-    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 or proc.stderr.startswith("usage")  # argparse's own errors
 
 
 def test_two_ranks_with_gloo_give_the_tables_of_one_process(synthetic_scan, tmp_path):

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..argtypes import positive_int
+from ..argtypes import non_negative_int, positive_int
 
 __all__ = ["add_scan_parser", "cmd_scan"]
 
@@ -25,7 +25,7 @@ def add_scan_parser(sub: Any, add_model_args: Any) -> argparse.ArgumentParser:
     source.add_argument("--dataset", nargs="+", metavar="NAME",
                         help="bundled real series (sunspots, co2) with their known period; use --stride for many windows")
     scan.add_argument("--column", help="with --folder: the column to read (default: each file's only numeric column)")
-    scan.add_argument("--seed", type=int, default=0, help="seed of the synthetic series, surrogates and bootstrap (default 0)")
+    scan.add_argument("--seed", type=non_negative_int, default=0, help="seed of the synthetic series, surrogates and bootstrap (default 0)")
     scan.add_argument("--length", type=positive_int, default=512, help="history samples per series: the last LENGTH (default 512)")
     scan.add_argument("--horizon", type=positive_int, default=720, help="forecast steps (default 720)")
     scan.add_argument("--holdout", action="store_true",
@@ -41,6 +41,8 @@ def add_scan_parser(sub: Any, add_model_args: Any) -> argparse.ArgumentParser:
     scan.add_argument("--ablate-mode", choices=["mean", "zero"],
                       help="with --ablate: replace a head's output by its per-position mean over a fixed reference "
                            "set of 32 harmonic mixtures (default), or by 0")
+    scan.add_argument("--html", action="store_true",
+                      help="also write experiment_scan_explorer.html, the scan's offline interactive explorer")
     scan.add_argument("--out", default="attnviz-scan", help="output directory (a rerun resumes from its shards)")
     add_model_args(scan)
     scan.set_defaults(func=cmd_scan)
@@ -75,7 +77,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from ..analysis import MultiHeadAttentionRollout
     from ..progress import ProgressBar
     from ..report import ensure_writable_dir, model_label
-    from ..weights import load_forecaster
+    from ..cli import load_model
     from .runner import Distributed, run_shards
     from .shards import ScanSettings, claim_folder, names_digest
 
@@ -86,7 +88,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     device = f"cuda:{where.local_rank}" if where.world > 1 and args.device.startswith("cuda") else args.device
     out = ensure_writable_dir(args.out)
     try:
-        fc = load_forecaster(args.weights, device=device, trust_checkpoint=args.trust_checkpoint)
+        fc = load_model(args, device=device)
         if args.ablate is None:
             explainer, ablator = MultiHeadAttentionRollout(fc), None
         else:
@@ -121,7 +123,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if where.rank != 0:
             return 0
         grid = fc.grid(args.length, args.horizon)
-        summary = _write_report(out, settings, explainer, grid.samples_per_col, done, time.time() - start)
+        summary = _write_report(out, settings, explainer, grid.samples_per_col, done, time.time() - start, args.html)
     finally:
         where.close()
     print(f"scanned {summary['scanned']} series ({summary['skipped']} skipped) -> {out / 'heads.csv'}, "
@@ -129,7 +131,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_report(out: Path, settings: Any, explainer: Any, samples_per_col: float, done: dict[str, int], seconds: float) -> dict[str, Any]:
+def _write_report(out: Path, settings: Any, explainer: Any, samples_per_col: float, done: dict[str, int], seconds: float,
+                  html: bool = False) -> dict[str, Any]:
     from ..report import ReportWriter
     from .ablation import ablation_summary
     from .figures import ablation_figure, interval_figure, similarity_figure
@@ -160,4 +163,10 @@ def _write_report(out: Path, settings: Any, explainer: Any, samples_per_col: flo
             summary["ablation"] = ablation_summary(merged, settings)
             fig = ablation_figure(plotter, merged.topk_delta, merged.random_delta, summary["ablation"])
             report.add_figure(fig, "ablation", kind="ablation")
+        if html and summary["scanned"]:
+            from ..explorer import write_scan_html
+
+            report.add_page(lambda path: write_scan_html(merged, summary, path))
+        elif html:
+            print("attnviz scan: no explorer page: none of the series was scanned", file=sys.stderr)
         return report.finish({"settings": settings.to_dict(), "shards": done, "seconds": round(seconds, 1), **summary})
