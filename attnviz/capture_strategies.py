@@ -133,7 +133,11 @@ def attend_blocks(
     """
     batch, heads, n, _ = q.shape
     rows, group = plan.rows, plan.heads
-    q = q * scale  # as timm's unfused path, once for all blocks
+    # Once for all blocks: q * scale as timm's unfused path; contiguous heads for the GEMMs (the
+    # forward's q, k, v are strided views of its qkv output), k transposed once.
+    q = (q * scale).contiguous()
+    k_t = k.transpose(-1, -2).contiguous()
+    v = None if v is None else v.contiguous()
     in_place = q.device.type == "cpu"
 
     def run(item: tuple[int, int]) -> None:
@@ -148,7 +152,7 @@ def attend_blocks(
                 g = min(group, heads - h0)
                 logits = logits_buf[: g * m * n].view(g, m, n)
                 probs = logits if in_place else probs_buf[: g * m * n].view(g, m, n)
-                _matmul(q[bi, h0 : h0 + g, q0 : q0 + m], k[bi, h0 : h0 + g].transpose(-1, -2), logits)
+                _matmul(q[bi, h0 : h0 + g, q0 : q0 + m], k_t[bi, h0 : h0 + g], logits)
                 bias = causal if is_causal else _mask_block(attn_mask, bi, h0, g, q0, m)
                 if bias is not None:
                     logits.add_(bias)

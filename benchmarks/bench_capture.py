@@ -1,21 +1,32 @@
 """Time and peak memory of attention capture on a released-size ViTime (random weights, CPU).
 
-    python benchmarks/bench_capture.py            # released size: 2465 tokens, 9+4 blocks, 12 heads
-    python benchmarks/bench_capture.py --quick    # a small config, seconds instead of minutes
+    python benchmarks/bench_capture.py               # released size: 2465 tokens, 9+4 blocks, 12 heads
+    python benchmarks/bench_capture.py --quick       # a small config, seconds instead of minutes
+    python benchmarks/bench_capture.py --batch 8     # also: a batch of 8 series per call
 
-Every mode runs in its own subprocess so that the peak RSS (``ru_maxrss``) belongs to that mode
-alone.  RSS is the peak of the whole child process (model build and warm-up included: a peak
-cannot be reset); time is one call measured after one warm-up call (``--repeat N``: the fastest
-of N).  On a machine shared with other jobs, times are slower and noisier than on an idle one.
-Modes:
+**Time** is measured in ONE process, because a shared machine's speed drifts between processes
+by more than the 10-20 % being measured: the model is built once, every mode is warmed up once,
+then each round times every mode right next to a plain fused ``predict`` (the order inside a
+pair alternates between rounds) and keeps the ratio of that pair.  The table shows the median
+ratio over ``--pairs`` rounds (at least 5) with its min and max; single times are not shown as a
+result because they say more about the machine's load than about capture.
 
-* ``plain``    predict with the fused attention kernel, no capture (the reference, row "a");
-* ``analyze``  ``attnviz.MultiHeadAttentionRollout(fc).analyze(series, horizon)`` with defaults
-  (row "b"; falls back to ``capture`` when ``attnviz.analysis`` is not importable);
-* ``capture``  predict under ``rollout.capture(grid=...)``: time maps of every layer, defaults;
-* ``unfused``  predict with ``fused_attn`` off everywhere and no capture (what exact costs);
-* ``naive``    predict under ``capture(keep_full=True, strategy="exact")``: every full map kept
-  on the CPU (row "c").
+**Peak RSS** cannot be reset, so every mode runs in its own subprocess (model build, one warm-up
+call, one call) and its peak is compared with the plain subprocess's.  The peak is the child's
+``VmHWM`` (``ru_maxrss`` would start at the parent's peak: Linux keeps it across ``exec``), and
+the children run before the parent imports torch.
+
+Modes (all ``predict`` of one 512-sample series, horizon 720, unless ``--batch``):
+
+* ``plain``    predict with the fused attention kernel, no capture (the reference);
+* ``analyze``  ``attnviz.MultiHeadAttentionRollout(fc).analyze(series, horizon)`` with defaults;
+* ``capture``  predict under ``rollout.capture(grid=...)``: time maps of every layer, ``auto``;
+* ``single``, ``chunked``, ``exact``: the same capture with that strategy forced;
+* ``naive``    (memory only) ``capture(keep_full=True, strategy="exact")``: every full map kept.
+
+``--batch B`` adds rows ``capture xB``: ``predict_many`` of B series under capture against a
+plain ``predict_many`` of the same B series (same ratio definition, per call), so its ratio can be
+compared with the batch-1 ``capture`` row; the time per series of both is printed too.
 """
 from __future__ import annotations
 
@@ -23,6 +34,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -31,97 +43,126 @@ from typing import Any, Callable
 RELEASED = {"h": 128, "maxScal": 3.5, "size": [1024, 0, 1440], "patch_size": [4, 32], "modelSize": 0.75}
 QUICK = {"h": 64, "maxScal": 3.5, "size": [512, 0, 512], "patch_size": [4, 16], "modelSize": 0.25}
 LENGTH, HORIZON = 512, 720
-MODES = ("plain", "analyze", "capture", "unfused", "naive")
-LABELS = {"plain": "(a) plain", "analyze": "(b) analyze", "naive": "(c) naive"}
+TIME_MODES = ("analyze", "capture", "single", "chunked", "exact")
+DEFAULT_TIME_MODES = ("analyze", "capture", "single", "chunked")
+MEMORY_MODES = ("plain", "analyze", "capture", "single", "chunked", "naive")
+TARGETS = {"analyze": 1.2, "capture": 1.15}
+MEMORY_TARGET = 1.1
 
 
-def _series() -> Any:
+def _series(shift: float = 0.0) -> Any:
     import numpy as np
 
     n = np.arange(LENGTH, dtype=float)
-    return np.sin(n / 10) + np.sin(n / 5 + 50) + np.cos(n + 50)
+    return np.sin(n / 10 + shift) + np.sin(n / 5 + 50) + np.cos(n + 50 + shift)
 
 
-def _workload(mode: str, config: dict) -> tuple[Callable[[], Any], str]:
-    """Build the model and return (one call of the mode, a note on what ran)."""
-    from attnviz.capture import AttentionRollout
+def _forecaster(config: dict) -> Any:
     from attnviz.forecasters.vitime import ViTimeForecaster
 
-    fc = ViTimeForecaster.from_config(config, seed=0)
-    x = _series()
-    note = ""
+    return ViTimeForecaster.from_config(config, seed=0)
+
+
+def _workload(mode: str, fc: Any, batch: int = 1) -> Callable[[], Any]:
+    """One call of ``mode`` on ``fc`` (a batch of ``batch`` series when ``batch > 1``)."""
+    from attnviz.capture import AttentionRollout
+
+    series = [_series(0.3 * i) for i in range(batch)]
+
+    def predict() -> Any:
+        return fc.predict(series[0], HORIZON) if batch == 1 else fc.predict_many(series, HORIZON)
+
     if mode == "plain":
-        return (lambda: fc.predict(x, HORIZON)), note
-    if mode == "unfused":
-        for m in fc.model.modules():
-            if hasattr(m, "fused_attn"):
-                m.fused_attn = False
-        return (lambda: fc.predict(x, HORIZON)), note
-    rollout = AttentionRollout(fc.model)
+        return predict
     if mode == "analyze":
-        try:
-            from attnviz import MultiHeadAttentionRollout
+        from attnviz import MultiHeadAttentionRollout
 
-            analyzer = MultiHeadAttentionRollout(fc)
-            return (lambda: analyzer.analyze(x, HORIZON)), "MultiHeadAttentionRollout.analyze"
-        except Exception as exc:  # analysis.py is written concurrently; measure the capture
-            note = f"fallback to capture ({type(exc).__name__}: {exc})"
-            mode = "capture"
-    if mode == "capture":
-        grid = fc.grid(LENGTH, HORIZON)
+        analyzer = MultiHeadAttentionRollout(fc)
+        return lambda: analyzer.analyze(series[0], HORIZON)
+    rollout = AttentionRollout(fc.model)
+    grid = fc.grid(LENGTH, HORIZON)
+    strategy = "auto" if mode == "capture" else mode
+    keep_full = mode == "naive"
+    if keep_full:
+        grid, strategy = None, "exact"
 
-        def run() -> Any:
-            with rollout.capture(grid=grid) as cap:
-                fc.predict(x, HORIZON)
-            assert len(cap.time_maps) == len(rollout.layer_names)
-            return cap
+    def run() -> Any:
+        with rollout.capture(grid=grid, keep_full=keep_full, strategy=strategy) as cap:
+            predict()
+        assert len(cap.calls) == len(rollout.layer_names)
+        return cap
 
-        return run, note or f"capture(grid) of {len(rollout.layer_names)} layers"
-    if mode == "naive":
-
-        def run_naive() -> Any:
-            with rollout.capture(keep_full=True, strategy="exact") as cap:
-                fc.predict(x, HORIZON)
-            return cap
-
-        return run_naive, "keep_full=True, exact"
-    raise ValueError(f"unknown mode {mode!r}; known: {MODES}")
+    return run
 
 
-def child(mode: str, config: dict, repeat: int, threads: int | None) -> None:
+def _timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Wall seconds, CPU seconds of this process (all threads) and the result of one call."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = fn()
+    return time.perf_counter() - t0, time.process_time() - c0, result
+
+
+def time_in_one_process(config: dict, modes: list[str], pairs: int, batch: int) -> dict[str, dict]:
+    """Paired ratios mode / plain, every mode next to a plain call, in this one process."""
+    fc = _forecaster(config)
+    runs: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
+        m: (_workload("plain", fc), _workload(m, fc)) for m in modes
+    }
+    if batch > 1:
+        runs[f"capture x{batch}"] = (_workload("plain", fc, batch), _workload("capture", fc, batch))
+    used: dict[str, str] = {}
+    for name, (plain, fn) in runs.items():  # warm-up of each
+        plain()
+        result = fn()
+        strategies = getattr(result, "strategies", None) or {}
+        used[name] = ",".join(sorted(set(strategies.values())))
+    rows = {
+        name: {"ratios": [], "cpu_ratios": [], "plain_s": [], "mode_s": [], "strategies": used[name]}
+        for name in runs
+    }
+    for i in range(pairs):
+        for name, (plain, fn) in runs.items():
+            first, second = (plain, fn) if i % 2 == 0 else (fn, plain)
+            timings = [_timed(first)[:2], _timed(second)[:2]]
+            (t_plain, c_plain), (t_mode, c_mode) = timings if i % 2 == 0 else timings[::-1]
+            row = rows[name]
+            row["ratios"].append(t_mode / t_plain)
+            row["cpu_ratios"].append(c_mode / c_plain)
+            row["plain_s"].append(t_plain)
+            row["mode_s"].append(t_mode)
+        print(f"  round {i + 1}/{pairs}: " + ", ".join(
+            f"{n} {r['ratios'][-1]:.2f}" for n, r in rows.items()
+        ), flush=True)
+    return rows
+
+
+def memory_child(mode: str, config: dict, threads: int | None) -> None:
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    fn, note = _workload(mode, config)
-    result = fn()  # warm-up
-    strategies = getattr(result, "strategies", None)
-    if strategies:
-        note += f"; strategies used: {sorted(set(strategies.values()))}"
-    del result
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-        del result
-    seconds = min(times)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"mode": mode, "seconds": seconds, "peak_mb": peak_kb / 1024, "note": note}))
+    fn = _workload(mode, _forecaster(config))
+    fn()  # warm-up
+    seconds, _, _ = _timed(fn)
+    print(json.dumps({"mode": mode, "peak_mb": _peak_rss_kb() / 1024, "seconds": seconds}))
 
 
-def parent(args: argparse.Namespace) -> None:
-    modes = args.modes or list(MODES)
-    config = QUICK if args.quick else RELEASED
-    threads = args.threads or "torch default"
-    print(
-        f"config: {config}\nseries {LENGTH} samples, horizon {HORIZON}, CPU, batch 1, "
-        f"threads: {threads}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-        f"time = min of {args.repeat} after 1 warm-up"
-    )
+def _peak_rss_kb() -> float:
+    """This process's peak resident set in KiB: VmHWM (Linux), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def memory_in_subprocesses(args: argparse.Namespace) -> dict[str, dict]:
     rows = {}
-    for mode in modes:
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, "--repeat", str(args.repeat)]
+    for mode in args.memory_modes:
+        cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", mode]
         cmd += ["--quick"] if args.quick else []
         cmd += ["--threads", str(args.threads)] if args.threads else []
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -129,36 +170,80 @@ def parent(args: argparse.Namespace) -> None:
             print(f"{mode}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
             continue
         rows[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"  {mode}: {rows[mode]['seconds']:.2f} s, {rows[mode]['peak_mb']:.0f} MB", flush=True)
-    base = rows.get("plain")
-    print()
-    print(f"{'mode':<14} {'seconds':>8} {'peak RSS MB':>12} {'time x (a)':>11} {'mem x (a)':>10}  note")
-    for mode, r in rows.items():
-        t_ratio = f"{r['seconds'] / base['seconds']:.2f}" if base else "-"
-        m_ratio = f"{r['peak_mb'] / base['peak_mb']:.2f}" if base else "-"
-        label = LABELS.get(mode, mode)
-        print(
-            f"{label:<14} {r['seconds']:>8.2f} {r['peak_mb']:>12.0f} {t_ratio:>11} {m_ratio:>10}  {r['note']}"
-        )
-    print("\ntargets: (b) <= 1.30x time and <= 1.25x peak RSS of (a)")
+        print(f"  {mode}: peak RSS {rows[mode]['peak_mb']:.0f} MB", flush=True)
+    return rows
+
+
+def _stats(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small config instead of the released size")
-    parser.add_argument("--modes", nargs="+", choices=MODES, help=f"subset of {MODES}")
-    parser.add_argument("--repeat", type=int, default=1, help="timed calls per mode (the minimum is shown)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in each child")
-    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--modes", nargs="+", choices=TIME_MODES, default=list(DEFAULT_TIME_MODES), help="timed modes")
+    parser.add_argument("--memory-modes", nargs="*", choices=MEMORY_MODES, default=list(MEMORY_MODES))
+    parser.add_argument("--pairs", type=int, default=5, help="timed rounds (>= 5)")
+    parser.add_argument("--batch", type=int, default=1, help="also time capture of a batch of this many series")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (0: torch default)")
+    parser.add_argument("--memory-child", choices=MEMORY_MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.repeat < 1:
-        parser.error("--repeat must be >= 1")
-    if args.child:
-        child(args.child, QUICK if args.quick else RELEASED, args.repeat, args.threads)
-    else:
-        parent(args)
+    if args.pairs < 5:
+        parser.error("--pairs must be >= 5 (a median of fewer pairs does not resolve 10 %)")
+    if args.batch < 1:
+        parser.error("--batch must be >= 1")
+    config = QUICK if args.quick else RELEASED
+    if args.memory_child:
+        memory_child(args.memory_child, config, args.threads)
+        return
+    load_before = os.getloadavg()
+    print(
+        f"config: {config}\nseries {LENGTH} samples, horizon {HORIZON}, CPU, torch threads "
+        f"{args.threads or 'default'}, {os.cpu_count()} CPUs, load average {load_before[0]:.2f} "
+        f"{load_before[1]:.2f} {load_before[2]:.2f}; {args.pairs} pairs after one warm-up of each"
+    )
+    memory = memory_in_subprocesses(args) if args.memory_modes else {}  # before this process grows
+    load_after_memory = os.getloadavg()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    times = time_in_one_process(config, args.modes, args.pairs, args.batch)
+    load_after = os.getloadavg()
+
+    print(f"\ntime: paired ratio mode / plain fused predict (same process, {args.pairs} pairs);")
+    print("wall clock (the target), and CPU time of the process (less sensitive to other jobs)")
+    print(
+        f"{'mode':<13} {'wall med':>8} {'min':>6} {'max':>6}  {'CPU med':>7} {'min':>6} {'max':>6}"
+        f" {'plain s':>8} {'mode s':>7}  strategy  target (wall median)"
+    )
+    for name, row in times.items():
+        med, lo, hi = _stats(row["ratios"])
+        c_med, c_lo, c_hi = _stats(row["cpu_ratios"])
+        plain_s, mode_s = statistics.median(row["plain_s"]), statistics.median(row["mode_s"])
+        target = TARGETS.get(name)
+        verdict = "" if target is None else f"<= {target:.2f} {'met' if med <= target else 'NOT met'}"
+        print(
+            f"{name:<13} {med:>8.3f} {lo:>6.3f} {hi:>6.3f}  {c_med:>7.3f} {c_lo:>6.3f} {c_hi:>6.3f}"
+            f" {plain_s:>8.2f} {mode_s:>7.2f}  {row['strategies']:<9} {verdict}"
+        )
+    if args.batch > 1 and "capture" in times:
+        one = statistics.median(times["capture"]["mode_s"])
+        many = statistics.median(times[f"capture x{args.batch}"]["mode_s"]) / args.batch
+        print(f"capture seconds per series: batch 1 {one:.2f}, batch {args.batch} {many:.2f} ({many / one:.2f}x)")
+    if memory:
+        base = memory.get("plain")
+        print("\npeak RSS, each mode in its own process (model build + warm-up + one call)")
+        print(f"{'mode':<13} {'MB':>7} {'x plain':>8}")
+        for mode, row in memory.items():
+            ratio = row["peak_mb"] / base["peak_mb"] if base else float("nan")
+            flag = f"  (target <= {MEMORY_TARGET})" if mode in ("analyze", "capture") else ""
+            print(f"{mode:<13} {row['peak_mb']:>7.0f} {ratio:>8.2f}{flag}")
+    print(
+        f"\nload average (1/5/15 min): start {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
+        f"after memory {load_after_memory[0]:.2f}/{load_after_memory[1]:.2f}/{load_after_memory[2]:.2f}, "
+        f"end {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} on {os.cpu_count()} CPUs"
+    )
 
 
 if __name__ == "__main__":
