@@ -23,6 +23,11 @@ class TokenGrid:
     history_length: L, the caller's history length in samples.
     horizon: H, the forecast length in samples.
     history_boundary: exact history/forecast boundary in column units (may be fractional).
+    token_order: None when the patch tokens come in row-major order; else, per sequence position
+        after the prefix, the row-major patch index (``row * cols + col``) of the token there -- a
+        permutation of ``range(rows * cols)`` (VisionTS' encoder sees its tokens shuffled).  The
+        reducers and :func:`attnviz.lags.time_maps_from_attention` fold through it, so time maps
+        always come out in natural column order.
     """
 
     rows: int
@@ -33,6 +38,7 @@ class TokenGrid:
     history_length: int = 0
     horizon: int = 0
     history_boundary: float | None = None
+    token_order: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols"):
@@ -49,6 +55,14 @@ class TokenGrid:
             raise ValueError(f"TokenGrid.samples_per_col must be > 0, got {self.samples_per_col!r}")
         if self.history_boundary is None:
             object.__setattr__(self, "history_boundary", float(self.history_cols))
+        if self.token_order is not None:
+            order = tuple(int(i) for i in np.asarray(self.token_order).reshape(-1))
+            if sorted(order) != list(range(self.patch_tokens)):
+                raise ValueError(
+                    f"TokenGrid.token_order must be a permutation of range({self.patch_tokens}) "
+                    f"(rows={self.rows} x cols={self.cols}), got {len(order)} entries"
+                )
+            object.__setattr__(self, "token_order", None if order == tuple(range(self.patch_tokens)) else order)
 
     @classmethod
     def for_call(
@@ -90,7 +104,17 @@ class TokenGrid:
 
     def token_index(self, row: int, col: int) -> int:
         """Sequence index of the patch token at (row, col), prefix included."""
-        return self.prefix_tokens + row * self.cols + col
+        natural = row * self.cols + col
+        if self.token_order is not None:
+            natural = self.token_order.index(natural)
+        return self.prefix_tokens + natural
+
+    @property
+    def natural_positions(self) -> np.ndarray | None:
+        """Sequence position (after the prefix) of each row-major patch token; None: identity."""
+        if self.token_order is None:
+            return None
+        return np.argsort(np.asarray(self.token_order), kind="stable")
 
     def lag_samples(self, lag_cols: np.ndarray | int | float) -> np.ndarray:
         """Convert lags in token columns to real samples of this call."""

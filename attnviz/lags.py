@@ -77,6 +77,14 @@ def _split_tokens(attn: Any, grid: TokenGrid) -> np.ndarray:
     return arr
 
 
+def _natural(patches: np.ndarray, grid: TokenGrid, axes: tuple[int, ...]) -> np.ndarray:
+    """Patch axes put in row-major order when ``grid.token_order`` shuffles the sequence."""
+    positions = grid.natural_positions
+    for axis in () if positions is None else axes:
+        patches = np.take(patches, positions, axis=axis)
+    return patches
+
+
 def time_maps_from_attention(
     attn: Any, grid: TokenGrid, convention: str = "sum"
 ) -> np.ndarray:
@@ -88,7 +96,7 @@ def time_maps_from_attention(
     check_convention(convention)
     arr = _split_tokens(attn, grid)
     p, r, c = grid.prefix_tokens, grid.rows, grid.cols
-    patch = arr[..., p:, p:].reshape(arr.shape[:-2] + (r, c, r, c))
+    patch = _natural(arr[..., p:, p:], grid, (-2, -1)).reshape(arr.shape[:-2] + (r, c, r, c))
     out = patch.sum(axis=-2).mean(axis=-3)  # sum key rows, then mean query rows
     if convention == "mean":
         out = out / r
@@ -101,7 +109,7 @@ def prefix_mass_from_attention(attn: Any, grid: TokenGrid) -> np.ndarray:
     p, r, c = grid.prefix_tokens, grid.rows, grid.cols
     if p == 0:
         return np.zeros(arr.shape[:-2] + (c,))
-    to_prefix = arr[..., p:, :p].sum(axis=-1)  # (..., rows*cols)
+    to_prefix = _natural(arr[..., p:, :p].sum(axis=-1), grid, (-1,))  # (..., rows*cols)
     return to_prefix.reshape(arr.shape[:-2] + (r, c)).mean(axis=-2)
 
 

@@ -29,6 +29,16 @@ TIME_CONVENTIONS: tuple[str, ...] = ("sum", "mean")
 
 
 # ----- the definitions, on tensors of any leading shape -------------------------------------------
+def natural_patches(tokens: torch.Tensor, grid: TokenGrid, dim: int) -> torch.Tensor:
+    """The patch tokens along ``dim`` (prefix dropped) in row-major order: a view, or a gather
+    through ``grid.token_order`` when the sequence is shuffled."""
+    patches = tokens.narrow(dim, grid.prefix_tokens, grid.patch_tokens)
+    positions = grid.natural_positions
+    if positions is None:
+        return patches
+    return patches.index_select(dim, torch.as_tensor(positions, device=tokens.device))
+
+
 def key_columns(probs: torch.Tensor, grid: TokenGrid) -> tuple[torch.Tensor, torch.Tensor]:
     """Per query token: mass on each key column (summed over key rows) and on the prefix keys.
 
@@ -36,7 +46,7 @@ def key_columns(probs: torch.Tensor, grid: TokenGrid) -> tuple[torch.Tensor, tor
     (rows, cols) as a view, so no copy is made.
     """
     p = grid.prefix_tokens
-    per_col = probs[..., p:].unflatten(-1, (grid.rows, grid.cols)).sum(-2)
+    per_col = natural_patches(probs, grid, -1).unflatten(-1, (grid.rows, grid.cols)).sum(-2)
     prefix = probs[..., :p].sum(-1)
     return per_col, prefix
 
@@ -44,10 +54,10 @@ def key_columns(probs: torch.Tensor, grid: TokenGrid) -> tuple[torch.Tensor, tor
 def fold_query_rows(per_query: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
     """Average over query rows: ``(B, H, S, ...)`` per query token -> ``(B, H, cols, ...)``.
 
-    Prefix queries are dropped; the ``rows`` query rows of each column are averaged.
+    Prefix queries are dropped; the ``rows`` query rows of each column are averaged (in natural
+    order when ``grid.token_order`` shuffles the sequence).
     """
-    p = grid.prefix_tokens
-    return per_query[:, :, p:].unflatten(2, (grid.rows, grid.cols)).mean(2)
+    return natural_patches(per_query, grid, 2).unflatten(2, (grid.rows, grid.cols)).mean(2)
 
 
 def time_maps_from_key_columns(
@@ -176,7 +186,7 @@ class BlockReducer:
         grid = self.spec.grid
         if grid is not None:
             p = grid.prefix_tokens
-            per_col = probs[..., p:].unflatten(-1, (grid.rows, grid.cols))
+            per_col = natural_patches(probs, grid, -1).unflatten(-1, (grid.rows, grid.cols))
             torch.sum(per_col, -2, out=self._per_col[b, h:h1, q0:q1])
             torch.sum(probs[..., :p], -1, out=self._prefix[b, h:h1, q0:q1])
         if self._fused is not None:
