@@ -13,6 +13,20 @@ once under one attention capture (``attnviz.capture.AttentionRollout``) and retu
 
 Layers with fewer heads than the widest layer are padded with NaN in the stacked arrays;
 ``num_heads`` gives the real count per layer.
+
+THE forecaster interface (everything downstream reads only this):
+
+* ``.model``: the torch module holding the timm ``Attention`` layers;
+* ``.predict(series, horizon)`` -> a forecast with ``.forecast`` (the values) and ``.grid`` (the
+  :class:`~attnviz.grid.TokenGrid` of the call: the common column frame of the result);
+* ``.grid(length, horizon)``: that TokenGrid before the call;
+* optional ``.layer_grids(length, horizon)``: per-layer grids for layers whose token sequence
+  differs (anything ``capture(grid=...)`` accepts: a mapping or a callable ``layer -> TokenGrid``,
+  asked when the layer starts, so a token order known only during the call can be used).  A
+  layer grid with ``token_order`` is folded in natural order; one with fewer columns describes
+  the FIRST columns of the common grid (same ``samples_per_col``) and its maps are placed there,
+  NaN in the columns that layer never saw (VisionTS' encoder sees only the context columns).
+  ``AnalysisResult.layer_cols`` says how many columns each layer saw.
 """
 from __future__ import annotations
 
@@ -89,6 +103,9 @@ class AnalysisResult(LagCurvesMixin):
     time_convention: str = "sum"
     rollout: RolloutResult | None = None
     strategies: dict = field(default_factory=dict)
+    #: {layer: columns it saw} for layers whose grid has fewer columns than ``grid`` (the rest
+    #: of their maps is NaN); empty when every layer sees every column.
+    layer_cols: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         t = np.asarray(self.time_maps)
@@ -339,9 +356,10 @@ class MultiHeadAttentionRollout:
         ):
             raise ValueError(f"discard_ratio must be a number in [0, 1), got {discard_ratio!r}")
         grid = self.forecaster.grid(len(xs[0]), h)
+        per_layer = getattr(self.forecaster, "layer_grids", None)
         with self.capturer.capture(
             keep_full=False,
-            grid=grid,
+            grid=grid if per_layer is None else per_layer(len(xs[0]), h),
             head_fusion=head_fusion if rollout else None,
             strategy=self.strategy,
             chunk_size=chunk_size,
@@ -363,15 +381,22 @@ class MultiHeadAttentionRollout:
             )
         all_maps = {n: to_numpy(time_maps[n]).astype(np.float64) for n in names}
         all_prefix = {n: to_numpy(prefix[n]).astype(np.float64) for n in names}
+        layer_cols = _layer_cols(grid, dict(getattr(cap, "grids", {}) or {}), names)
         tokens = dict(getattr(cap, "token_maps", {}) or {}) if rollout else {}
         if rollout:
+            lengths = {n: tuple(tokens[n].shape[-2:]) for n in names if n in tokens}
+            if len(set(lengths.values())) > 1:
+                raise ValueError(
+                    f"rollout multiplies token maps of one sequence, but these layers see different "
+                    f"sequences: {lengths}; pass layers= patterns that pick one kind (e.g. the decoder)"
+                )
             absent = [n for n in names if n not in tokens]
             if absent:
                 raise RuntimeError(f"the capture returned no head-fused token maps for {absent}")
         return [
             self._result(
                 b, x, forecast, grid, all_maps, all_prefix, tokens, rollout, head_fusion, float(discard_ratio),
-                dict(getattr(cap, "strategies", {}) or {}),
+                dict(getattr(cap, "strategies", {}) or {}), layer_cols,
             )
             for b, (x, forecast) in enumerate(zip(xs, forecasts))
         ]
@@ -389,6 +414,7 @@ class MultiHeadAttentionRollout:
         head_fusion: str,
         discard_ratio: float,
         strategies: dict[str, str],
+        layer_cols: dict[str, int],
     ) -> AnalysisResult:
         """The AnalysisResult of batch element ``b`` (layers stacked, narrower layers NaN-padded)."""
         names = self.layer_names
@@ -396,18 +422,19 @@ class MultiHeadAttentionRollout:
         per_prefix = [all_prefix[n][b] for n in names]
         c = grid.cols
         for n, t in zip(names, per_layer):
-            if t.ndim != 3 or t.shape[-2:] != (c, c):
+            seen = layer_cols.get(n, c)
+            if t.ndim != 3 or t.shape[-2:] != (seen, seen):
                 raise ValueError(
                     f"layer {n!r}: captured time map has shape {t.shape[-2:]} but this call's "
-                    f"grid has {c} columns"
+                    f"grid gives it {seen} columns"
                 )
         heads = {n: int(t.shape[0]) for n, t in zip(names, per_layer)}
         width = max(heads.values()) if heads else 0
         stacked = np.full((len(names), width, c, c), np.nan)
         stacked_prefix = np.full((len(names), width, c), np.nan)
-        for i, (t, p) in enumerate(zip(per_layer, per_prefix)):
-            stacked[i, : t.shape[0]] = t
-            stacked_prefix[i, : p.shape[0]] = p
+        for i, (t, p) in enumerate(zip(per_layer, per_prefix)):  # a layer's columns come first
+            stacked[i, : t.shape[0], : t.shape[1], : t.shape[2]] = t
+            stacked_prefix[i, : p.shape[0], : p.shape[1]] = p
         roll = None
         if rollout:
             fused = [tokens[n][b] for n in names]
@@ -415,4 +442,22 @@ class MultiHeadAttentionRollout:
         return AnalysisResult(
             layer_names=list(names), time_maps=stacked, prefix_mass=stacked_prefix, grid=grid, forecast=forecast,
             num_heads=heads, series=x, time_convention=self.time_convention, rollout=roll, strategies=strategies,
+            layer_cols=dict(layer_cols),
         )
+
+
+def _layer_cols(grid: TokenGrid, layer_grids: dict[str, TokenGrid], names: list[str]) -> dict[str, int]:
+    """{layer: columns} for layers whose grid covers only the first columns of ``grid``; a layer
+    grid that is not such a prefix of the common frame is an error naming both."""
+    out = {}
+    for name in names:
+        g = layer_grids.get(name)
+        if g is None or g.cols == grid.cols:
+            continue
+        if g.cols > grid.cols or not np.isclose(g.samples_per_col, grid.samples_per_col):
+            raise ValueError(
+                f"layer {name!r} has a grid of {g.cols} columns of {g.samples_per_col:g} samples, which is "
+                f"not the first columns of the call's grid ({grid.cols} columns of {grid.samples_per_col:g} samples)"
+            )
+        out[name] = int(g.cols)
+    return out

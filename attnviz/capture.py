@@ -52,6 +52,7 @@ the ``with`` block ends, also when it raises.
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
 import warnings
@@ -71,7 +72,7 @@ from .capture_strategies import (
     single_blocker,
     single_pass_forward,
 )
-from .grid import TokenGrid
+from .grid import GridProvider, TokenGrid, check_grid_provider, layer_grid
 from .reducers import (
     HEAD_FUSIONS,
     TIME_CONVENTIONS,
@@ -125,6 +126,8 @@ class AttentionCapture:
     keep_full: bool = False
     head_fusion: str | None = None
     time_convention: str = "sum"
+    #: {layer: TokenGrid} the grid each layer's (last) call was reduced over, only with a grid.
+    grids: dict[str, TokenGrid] = field(default_factory=dict)
     #: {layer: (B, H, S, S)} probabilities, only with ``keep_full=True``.
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
     #: {layer: (B, H, C, C)} query column x key column, only with a grid.
@@ -159,6 +162,7 @@ class _Call:
     strategy: str
     attn_mask: torch.Tensor | None
     is_causal: bool
+    spec: ReductionSpec
     handled: bool = False
 
 
@@ -216,7 +220,7 @@ class AttentionRollout:
     def capture(
         self,
         keep_full: bool = False,
-        grid: TokenGrid | None = None,
+        grid: GridProvider | None = None,
         head_fusion: str | None = None,
         strategy: str = "auto",
         chunk_size: int | None = None,
@@ -226,7 +230,10 @@ class AttentionRollout:
         """Context manager yielding an :class:`AttentionCapture`, filled when the block ends.
 
         keep_full: also keep every (B, H, S, S) map (memory grows with S^2; off by default).
-        grid: reduce each map to time maps and prefix mass over this token grid.
+        grid: reduce each map to time maps and prefix mass over this token grid; or, per layer,
+            a mapping {layer: TokenGrid} or a callable ``layer -> TokenGrid`` asked when that
+            layer's forward starts (layers whose sequences differ, e.g. VisionTS' encoder and
+            decoder; see :data:`attnviz.grid.GridProvider`).
         head_fusion: "mean", "max" or "min" over heads -> ``token_maps`` (B, S, S).
         strategy: "auto", "single", "chunked" or "exact" (see the module docstring).
         chunk_size: query rows per block in ``single`` and ``chunked``; default: as many as fit
@@ -246,10 +253,12 @@ class AttentionRollout:
             raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
         if chunk_bytes is not None and not _is_positive_int(chunk_bytes):
             raise ValueError(f"chunk_bytes must be a positive int or None, got {chunk_bytes!r}")
+        check_grid_provider(grid)
         spec = ReductionSpec(
-            keep_full=bool(keep_full), grid=grid, head_fusion=head_fusion, time_convention=time_convention
+            keep_full=bool(keep_full), grid=grid if isinstance(grid, TokenGrid) else None,
+            head_fusion=head_fusion, time_convention=time_convention,
         )
-        return _CaptureSession(self, spec, strategy, chunk_size, chunk_bytes)
+        return _CaptureSession(self, spec, strategy, chunk_size, chunk_bytes, grid)
 
     def __repr__(self) -> str:
         return f"AttentionRollout({type(self.model).__name__}, {len(self._modules)} layers)"
@@ -265,9 +274,11 @@ class _CaptureSession:
         strategy: str,
         chunk_size: int | None,
         chunk_bytes: int | None,
+        grids: GridProvider | None = None,
     ) -> None:
         self.rollout = rollout
         self.spec = spec
+        self.grids = grids
         self.strategy = strategy
         self.chunk_size = chunk_size
         self.chunk_bytes = chunk_bytes
@@ -377,12 +388,16 @@ class _CaptureSession:
         attn_mask = args[1] if len(args) > 1 else kwargs.get("attn_mask")
         is_causal = args[2] if len(args) > 2 else kwargs.get("is_causal", False)
         batch, seq_len = int(x.shape[0]), int(x.shape[1])
-        if self.spec.grid is not None:
-            check_grid_fits(self.spec.grid, seq_len, f"layer {probe.name!r}")
-        strategy = self._pick_strategy(probe, x)
+        spec = self.spec
+        if self.grids is not None and not isinstance(self.grids, TokenGrid):
+            spec = dataclasses.replace(spec, grid=layer_grid(self.grids, probe.name))
+        if spec.grid is not None:
+            check_grid_fits(spec.grid, seq_len, f"layer {probe.name!r}")
+            self.result.grids[probe.name] = spec.grid
+        strategy = self._pick_strategy(probe, x, spec)
         probe.calls += 1
         probe.last_strategy = strategy
-        probe.current = _Call(batch, seq_len, strategy, attn_mask, bool(is_causal))
+        probe.current = _Call(batch, seq_len, strategy, attn_mask, bool(is_causal), spec)
         if hasattr(module, "fused_attn"):
             module.fused_attn = False if strategy == "exact" else probe.original_fused
 
@@ -402,7 +417,7 @@ class _CaptureSession:
         x = args[0] if args else kwargs["x"]
         heads = int(probe.module.num_heads)
         reducer = (
-            BlockReducer(self.spec, call.batch, heads, call.seq_len, x.device) if self.spec.wants_anything else None
+            BlockReducer(call.spec, call.batch, heads, call.seq_len, x.device) if call.spec.wants_anything else None
         )
         plan = self._block_plan(x.device, call.batch, heads, call.seq_len)
         out = single_pass_forward(probe.module, x, call.attn_mask, call.is_causal, reducer, plan, self._runner)
@@ -415,7 +430,7 @@ class _CaptureSession:
         if call is None or call.handled or call.strategy != "chunked":
             return
         call.handled = True
-        if self.spec.wants_anything:
+        if call.spec.wants_anything:
             with torch.no_grad():
                 probe.results.append(self._reduce_chunked(probe.module, call, output))
 
@@ -424,18 +439,18 @@ class _CaptureSession:
         if call is None or call.handled or call.strategy != "exact":
             return
         call.handled = True
-        if not self.spec.wants_anything:
+        if not call.spec.wants_anything:
             return
         # An in-place dropout (training) would overwrite the map after this hook: copy it then.
         borrowed = not (module.training and getattr(module, "inplace", False))
         with torch.no_grad():
-            probe.results.append(reduce_full(self.spec, args[0], borrowed=borrowed))
+            probe.results.append(reduce_full(call.spec, args[0], borrowed=borrowed))
 
     # ----- strategies --------------------------------------------------------------------------
-    def _pick_strategy(self, probe: _Probe, x: torch.Tensor) -> str:
+    def _pick_strategy(self, probe: _Probe, x: torch.Tensor, spec: ReductionSpec) -> str:
         wanted = self.strategy
         if wanted == "auto":
-            if not self.spec.wants_anything:  # only counting calls: keep the model untouched
+            if not spec.wants_anything:  # only counting calls: keep the model untouched
                 return "chunked" if probe.chunk_blocker is None else "exact"
             batch, seq_len = int(x.shape[0]), int(x.shape[1])
             full_bytes = batch * int(probe.module.num_heads) * seq_len * seq_len * 4
@@ -474,7 +489,7 @@ class _CaptureSession:
         qkv = qkv_out.detach().reshape(b, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
         # Same ops as timm's unfused path: q_norm, k_norm, then q * scale (done per block).
         q, k = _maybe(module.q_norm, qkv[0]).float(), _maybe(module.k_norm, qkv[1]).float()
-        reducer = BlockReducer(self.spec, b, heads, n, q.device)
+        reducer = BlockReducer(call.spec, b, heads, n, q.device)
         plan = self._block_plan(q.device, b, heads, n)
         attend_blocks(q, k, float(module.scale), plan, self._runner, reducer, call.attn_mask, call.is_causal)
         return reducer.finish()

@@ -7,6 +7,7 @@ downstream reads the geometry from this object instead of re-deriving it from mo
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable, Mapping, Union
 
 import numpy as np
 
@@ -130,3 +131,34 @@ class TokenGrid:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: What ``capture(grid=...)`` accepts per layer: one grid for every layer, a mapping
+#: {layer name: TokenGrid}, or a callable ``layer name -> TokenGrid`` asked when the layer's
+#: forward starts (so it may depend on what the model did earlier in the same call).
+GridProvider = Union[TokenGrid, Mapping[str, TokenGrid], Callable[[str], TokenGrid]]
+
+
+def check_grid_provider(provider: object) -> None:
+    """ValueError unless ``provider`` is None, a TokenGrid, a mapping or a callable."""
+    if provider is None or isinstance(provider, (TokenGrid, Mapping)) or callable(provider):
+        return
+    raise ValueError(
+        "grid must be an attnviz.grid.TokenGrid, a mapping {layer: TokenGrid}, a callable "
+        f"layer -> TokenGrid, or None; got {type(provider).__name__}"
+    )
+
+
+def layer_grid(provider: GridProvider | None, layer: str) -> TokenGrid | None:
+    """The TokenGrid ``provider`` gives ``layer`` (None: no grid)."""
+    if provider is None or isinstance(provider, TokenGrid):
+        return provider
+    if isinstance(provider, Mapping):
+        if layer not in provider:
+            raise ValueError(f"the grid mapping has no TokenGrid for layer {layer!r} (it has {sorted(provider)})")
+        grid = provider[layer]
+    else:
+        grid = provider(layer)
+    if not isinstance(grid, TokenGrid):
+        raise ValueError(f"the grid provider gave layer {layer!r} a {type(grid).__name__}, not a TokenGrid")
+    return grid

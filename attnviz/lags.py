@@ -153,7 +153,12 @@ def _diagonal_means(
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     mask = region_mask(grid, region)
     c = grid.cols
-    chance = t.sum(axis=-1) / c  # (..., cols): a uniform spread of each query's mass
+    # NaN cells are columns a layer never saw (VisionTS' encoder): means skip them, and chance
+    # spreads a query's mass over the key columns it could see.
+    seen = np.isfinite(t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chance = np.nansum(t, axis=-1) / seen.sum(axis=-1)  # a uniform spread of each query's mass
+    chance[~seen.any(axis=-1)] = np.nan
     values = np.full(t.shape[:-2] + (kmax,), np.nan)
     for k in range(1, kmax + 1):
         if direction == "past":
@@ -165,13 +170,21 @@ def _diagonal_means(
         keep = mask[queries]
         if not keep.any():
             continue
-        value = diag[..., keep].mean(axis=-1)
+        value = _nanmean(diag[..., keep])
         if normalize:
-            base = chance[..., queries[keep]].mean(axis=-1)
+            base = _nanmean(chance[..., queries[keep]])
             with np.errstate(divide="ignore", invalid="ignore"):
                 value = np.where(base > 0, value / np.where(base > 0, base, 1.0), np.nan)
         values[..., k - 1] = value
     return values
+
+
+def _nanmean(values: np.ndarray) -> np.ndarray:
+    """Mean over the last axis skipping NaN (all NaN: NaN, without numpy's warning)."""
+    count = np.isfinite(values).sum(axis=-1)
+    total = np.nansum(values, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def lag_curve(
@@ -188,6 +201,7 @@ def lag_curve(
     direction='past': values[k-1] = mean over queries q of T[q, q - k] (keys earlier than the
     query); 'future': T[q, q + k].  region picks the query columns ('history': q < history_cols,
     'forecast': q >= history_cols, 'all').  A diagonal with no query in the region gives NaN.
+    NaN cells (columns a layer never saw) are skipped: a diagonal averages its seen cells.
 
     normalize=True divides by chance: the value each query would give if it spread its
     (non-prefix) mass uniformly over all key columns, ``rowsum(T)[q] / cols``, averaged over the

@@ -51,3 +51,98 @@ def test_token_order_is_checked_and_identity_is_dropped():
         TokenGrid(rows=3, cols=4, prefix_tokens=1, history_cols=2, samples_per_col=1.0, token_order=[0] * 12)
     grid = TokenGrid(rows=3, cols=4, prefix_tokens=1, history_cols=2, samples_per_col=1.0, token_order=range(12))
     assert grid.token_order is None and grid.natural_positions is None
+
+
+# ----- VisionTS: every layer through MultiHeadAttentionRollout ---------------------------------------
+ENCODER = ("vision_model.blocks.0.attn", "vision_model.blocks.1.attn")
+DECODER = ("vision_model.decoder_blocks.0.attn", "vision_model.decoder_blocks.1.attn")
+#: (context, horizon) at periodicity 24, used nowhere else: whole periods, and a ragged context.
+GEOMETRIES = {"whole": (600, 72), "ragged": (333, 50)}
+
+
+def _series(length: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = np.arange(length)
+    return 2 + np.sin(2 * np.pi * n / 24) + 0.3 * np.sin(2 * np.pi * n / 90) + 0.1 * rng.normal(size=length)
+
+
+def _naive_encoder_map(full: np.ndarray, geometry) -> np.ndarray:
+    """(H, S_enc, S_enc) encoder probabilities in call order -> (H, n, n) time maps, by hand."""
+    natural = geometry.to_natural(full)  # CLS first, then row-major visible tokens
+    g, n = geometry.grid_size, geometry.input_cols
+    patch = natural[:, 1:, 1:].reshape(-1, g, n, g, n)
+    return patch.sum(axis=3).mean(axis=1)  # sum key rows, mean query rows
+
+
+@pytest.mark.parametrize("strategy", ["exact", "single"])
+@pytest.mark.parametrize("geometry", sorted(GEOMETRIES))
+def test_all_visionts_layers_come_out_and_encoder_maps_match_a_naive_fold(geometry, strategy):
+    pytest.importorskip("visionts", reason="needs the optional visionts package (pip install attnviz[visionts])")
+    from attnviz.capture import AttentionRollout
+    from attnviz.analysis import MultiHeadAttentionRollout
+    from attnviz.forecasters.visionts import VisionTSForecaster, tiny_visionts
+
+    length, horizon = GEOMETRIES[geometry]
+    fc = VisionTSForecaster(tiny_visionts(seed=7), periodicity=24, allow_random_weights=True)
+    x = _series(length)
+    result = MultiHeadAttentionRollout(fc, strategy=strategy).analyze(x, horizon)
+    assert result.layer_names == list(ENCODER + DECODER)
+    g = result.forecast.geometry
+    n, c = g.input_cols, g.grid_size
+    assert result.grid.cols == c == 14 and 0 < n < c
+    assert result.layer_cols == {name: n for name in ENCODER}
+    assert result.time_maps.shape == (4, 4, c, c)
+
+    with AttentionRollout(fc.model).capture(keep_full=True, strategy="exact") as cap:
+        naive = fc.predict(x, horizon)
+    np.testing.assert_array_equal(naive.geometry.ids_restore, g.ids_restore)
+    assert not np.array_equal(g.encoder_tokens, np.sort(g.encoder_tokens))  # really shuffled
+    for i, name in enumerate(ENCODER):
+        t = result.time_maps[i]
+        np.testing.assert_allclose(t[:, :n, :n], _naive_encoder_map(cap.maps[name][0].double().numpy(), g), atol=1e-6)
+        assert np.isnan(t[:, n:, :]).all() and np.isnan(t[:, :, n:]).all()
+        assert np.isnan(result.prefix_mass[i][:, n:]).all() and np.isfinite(result.prefix_mass[i][:, :n]).all()
+        # lag curves: the encoder's lags stop at n - 1 columns, in samples of the call
+        curve = result.lag_curve(name, 0)
+        assert np.isfinite(curve.values[: n - 1]).all() and np.isnan(curve.values[n - 1:]).all()
+        np.testing.assert_allclose(curve.lags, np.arange(1, c) * g.samples_per_col)
+        normalized = result.lag_curve(name, 0, normalize=True).values[: n - 1]
+        assert np.isfinite(normalized).all()
+    for i, name in enumerate(DECODER, start=len(ENCODER)):
+        assert np.isfinite(result.time_maps[i]).all()
+    assert len(result.ranked_heads) == 16  # every head ranked, encoder heads included
+    assert np.isfinite(result.to_dict()["prefix_mass_mean"]).all()
+
+
+def test_rollout_across_encoder_and_decoder_is_refused_in_one_line():
+    pytest.importorskip("visionts", reason="needs the optional visionts package (pip install attnviz[visionts])")
+    from attnviz.analysis import MultiHeadAttentionRollout
+    from attnviz.forecasters.visionts import VisionTSForecaster, tiny_visionts
+
+    fc = VisionTSForecaster(tiny_visionts(seed=7), periodicity=24, allow_random_weights=True)
+    with pytest.raises(ValueError, match="different sequences.*layers= patterns"):
+        MultiHeadAttentionRollout(fc).analyze(_series(600), 72, rollout=True)
+    roll = MultiHeadAttentionRollout(fc, layers="vision_model.decoder_blocks.*").analyze(_series(600), 72, rollout=True)
+    assert roll.rollout is not None
+
+
+def test_capture_takes_a_grid_per_layer():
+    pytest.importorskip("visionts", reason="needs the optional visionts package (pip install attnviz[visionts])")
+    from attnviz.capture import AttentionRollout
+    from attnviz.forecasters.visionts import VisionTSForecaster, tiny_visionts
+
+    fc = VisionTSForecaster(tiny_visionts(seed=7), periodicity=24, allow_random_weights=True)
+    decoder = fc.grid(600, 72)
+    with AttentionRollout(fc.model, layers="vision_model.decoder_blocks.*").capture(
+        grid={name: decoder for name in DECODER}
+    ) as cap:
+        fc.predict(_series(600), 72)
+    assert cap.grids == {name: decoder for name in DECODER}
+    assert {k: tuple(v.shape) for k, v in cap.time_maps.items()} == {name: (1, 4, 14, 14) for name in DECODER}
+    with pytest.raises(ValueError, match="no TokenGrid for layer 'vision_model.decoder_blocks.1.attn'"):
+        with AttentionRollout(fc.model, layers="vision_model.decoder_blocks.*").capture(grid={DECODER[0]: decoder}):
+            fc.predict(_series(600), 72)
+    with pytest.raises(ValueError, match="grid must be an attnviz.grid.TokenGrid, a mapping"):
+        AttentionRollout(fc.model).capture(grid=3)
+    with pytest.raises(RuntimeError, match="outside VisionTSForecaster.predict"):
+        fc.layer_grids(600, 72)(ENCODER[0])

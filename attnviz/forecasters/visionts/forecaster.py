@@ -16,7 +16,7 @@ import numbers
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -122,6 +122,7 @@ class VisionTSForecaster:
                     f"allow_random_weights=True to explain random weights on purpose"
                 )
         self.model = model.eval()
+        self._ids_restore: torch.Tensor | None = None  # the running call's, see layer_grids
         self.options = {
             k: v
             for k, v in dict(
@@ -253,6 +254,31 @@ class VisionTSForecaster:
         """TokenGrid of the decoder layers for a call (see :meth:`FoldedGrid.decoder_grid`)."""
         return self.geometry(length, horizon).decoder_grid()
 
+    def layer_grids(self, length: int, horizon: int) -> Callable[[str], TokenGrid]:
+        """Per-layer TokenGrids of a call, for ``capture(grid=...)``: a callable ``layer name ->
+        TokenGrid``.  Decoder layers get :meth:`grid`; encoder layers (``*.blocks.N.attn``, not
+        ``decoder_blocks``) get :meth:`FoldedGrid.encoder_call_grid` in the token order of the
+        running call, which ``predict`` publishes when visionts' ``random_masking`` returns
+        (before the first encoder block starts)."""
+        plan = self.geometry(length, horizon)
+        decoder = plan.decoder_grid()
+
+        def grid_of(layer: str) -> TokenGrid:
+            if ".blocks." not in f".{layer}":
+                return decoder
+            ids = self._ids_restore
+            if ids is None:
+                raise RuntimeError(
+                    f"encoder layer {layer!r} ran outside VisionTSForecaster.predict (or before "
+                    f"random_masking): its token order is unknown"
+                )
+            ids = ids.reshape(ids.shape[0], -1)
+            if not bool((ids == ids[:1]).all()):
+                raise ValueError("the series of this batch got different encoder token orders; analyse them one at a time")
+            return plan.with_ids_restore(ids[0]).encoder_call_grid()
+
+        return grid_of
+
     # ----- inference ---------------------------------------------------------------------------------
     def predict(self, series: Any, horizon: Any) -> VisionTSForecast:
         """Forecast ``horizon`` steps after ``series`` with visionts' own forward."""
@@ -263,8 +289,12 @@ class VisionTSForecaster:
         vision = self.model.vision_model
         ref = vision.cls_token
         inputs = torch.as_tensor(x, dtype=ref.dtype, device=ref.device)[None, :, None]
-        with _observe_masking(vision) as restores, torch.no_grad():
-            out = self.model(inputs)
+        self._ids_restore = None
+        try:
+            with _observe_masking(vision, self._publish_restore) as restores, torch.no_grad():
+                out = self.model(inputs)
+        finally:
+            self._ids_restore = None
         quantile_heads = None
         if isinstance(out, (list, tuple)):  # VisionTS++: [median, [other quantile heads]]
             out, others = out
@@ -282,6 +312,10 @@ class VisionTSForecaster:
             norm_const=norm_const,
             quantile_heads=quantile_heads,
         )
+
+    def _publish_restore(self, ids_restore: torch.Tensor) -> None:
+        """Called by the observed ``random_masking``: the running call's token order."""
+        self._ids_restore = ids_restore
 
     def __repr__(self) -> str:
         return (
@@ -312,8 +346,11 @@ def untrained_reason(vision_model: nn.Module) -> str | None:
 
 
 @contextlib.contextmanager
-def _observe_masking(vision_model: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Record ``ids_restore`` of every ``random_masking`` call in the block; always undone."""
+def _observe_masking(
+    vision_model: nn.Module, publish: Callable[[torch.Tensor], None] | None = None
+) -> Iterator[list[torch.Tensor]]:
+    """Record ``ids_restore`` of every ``random_masking`` call in the block (and hand it to
+    ``publish`` at once); always undone."""
     seen: list[torch.Tensor] = []
     original = vision_model.random_masking
     shadowed = "random_masking" in vision_model.__dict__
@@ -322,6 +359,8 @@ def _observe_masking(vision_model: nn.Module) -> Iterator[list[torch.Tensor]]:
     def observed(*args: Any, **kwargs: Any) -> Any:
         result = original(*args, **kwargs)
         seen.append(result[2].detach().cpu())
+        if publish is not None:
+            publish(seen[-1])
         return result
 
     vision_model.__dict__["random_masking"] = observed

@@ -42,7 +42,7 @@ puts an encoder attention map back into row-major order, where it matches
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Callable
 
@@ -288,6 +288,14 @@ class FoldedGrid:
     def encoder_grid(self) -> TokenGrid:
         """TokenGrid of the encoder layers once put in natural order with :meth:`to_natural`."""
         return self._token_grid(self.input_cols)
+
+    def encoder_call_grid(self) -> TokenGrid:
+        """TokenGrid of the encoder layers as they run: the visible tokens in this call's order
+        (``token_order``), so the reducers fold them into the natural columns of
+        :meth:`encoder_grid` without :meth:`to_natural`.  Needs the call's ``ids_restore``."""
+        self.encoder_order  # checks ids_restore keeps exactly the visible columns
+        rows, cols = np.divmod(self.encoder_tokens, self.grid_size)
+        return replace(self.encoder_grid(), token_order=tuple(int(i) for i in rows * self.input_cols + cols))
 
     def with_ids_restore(self, ids_restore: Any) -> "FoldedGrid":
         """A copy carrying a call's ``ids_restore`` (one row of it)."""
