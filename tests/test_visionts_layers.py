@@ -146,3 +146,37 @@ def test_capture_takes_a_grid_per_layer():
         AttentionRollout(fc.model).capture(grid=3)
     with pytest.raises(RuntimeError, match="outside VisionTSForecaster.predict"):
         fc.layer_grids(600, 72)(ENCODER[0])
+
+
+def test_planted_encoder_head_peaks_at_one_column_in_samples():
+    """Encoder block 0 sees only its position table (patch embedding zeroed); one head is planted
+    so each visible token attends to the token one column back in its row, in natural order.
+    The encoder runs the tokens shuffled; the lag curve must still peak at exactly one column."""
+    pytest.importorskip("visionts", reason="needs the optional visionts package (pip install attnviz[visionts])")
+    from test_planted import plant_shift_head
+
+    from attnviz.analysis import MultiHeadAttentionRollout
+    from attnviz.forecasters.visionts import VisionTSForecaster, tiny_visionts
+
+    length, horizon, head = 600, 72, 2
+    fc = VisionTSForecaster(tiny_visionts(seed=5), periodicity=24, allow_random_weights=True)
+    vm = fc.model.vision_model
+    geometry = fc.geometry(length, horizon)
+    g, n = geometry.grid_size, geometry.input_cols
+    with torch.no_grad():
+        vm.patch_embed.proj.weight.zero_()
+        vm.patch_embed.proj.bias.zero_()
+        visible = 1 + torch.as_tensor(np.flatnonzero(geometry.visible))  # natural order, after CLS
+        positions = torch.cat([vm.cls_token[0] + vm.pos_embed[0, :1], vm.pos_embed[0, visible]])
+    plant_shift_head(vm.blocks[0], positions, g, n, 1, head, shift=1)
+    result = MultiHeadAttentionRollout(fc, layers="vision_model.blocks.*").analyze(_series(length), horizon)
+    assert result.layer_cols == {name: n for name in ENCODER}
+    assert not np.array_equal(result.forecast.geometry.encoder_tokens, np.sort(result.forecast.geometry.encoder_tokens))
+    # 600 samples = 25 periods on 5 visible columns: one column back in a row is 5 periods = 120 samples
+    assert geometry.samples_per_col == 120.0 and n == 5
+    curve = result.lag_curve(ENCODER[0], head)
+    peak = int(np.nanargmax(curve.values))
+    assert peak == 0 and curve.lags[peak] == pytest.approx(geometry.samples_per_col)
+    assert curve.values[0] > 0.99 and np.nansum(curve.values[1:]) < 0.01
+    t = result.time_map(ENCODER[0], head)
+    assert np.all(t[np.arange(1, n), np.arange(n - 1)] > 0.99)
