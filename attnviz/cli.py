@@ -20,6 +20,14 @@ class UserError(Exception):
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="vitime", choices=["vitime", "visionts"],
+                        help="forecaster family (default: the bundled ViTime)")
+    visionts = parser.add_argument_group("--model visionts")
+    visionts.add_argument("--periodicity", type=positive_int, help="samples per period P the series is folded by (required)")
+    visionts.add_argument("--ckpt-dir", help="folder of the MAE checkpoint (default ./ckpt/)")
+    visionts.add_argument("--arch", help="visionts MAE: mae_base (default), mae_large, mae_huge")
+    visionts.add_argument("--download", action="store_true", help="let visionts download a missing checkpoint")
+    visionts.add_argument("--allow-random-weights", action="store_true", help="explain random weights when no checkpoint")
     parser.add_argument(
         "--weights", default=None,
         help="ViTime checkpoint (.pth or native .safetensors); default: $ATTNVIZ_WEIGHTS or the bundled model",
@@ -119,8 +127,31 @@ def load_model(args: argparse.Namespace, configured: str | None = None, device: 
     ``--max-memory-gb``): one place, so every command loads alike."""
     from .weights import load_forecaster
 
+    visionts = {f: getattr(args, f, None) for f in ("periodicity", "ckpt_dir", "arch", "download", "allow_random_weights")}
+    if getattr(args, "model", "vitime") == "visionts":
+        if args.weights is not None:
+            raise UserError("--weights is a ViTime checkpoint; with --model visionts use --ckpt-dir (and --arch)")
+        if visionts["periodicity"] is None:
+            raise UserError("--model visionts needs --periodicity P (samples per period, e.g. 24 for hourly data)")
+        from .forecasters.visionts.loading import load_visionts
+
+        try:
+            return load_visionts(visionts["periodicity"], visionts["arch"] or "mae_base", visionts["ckpt_dir"] or "./ckpt/",
+                                 download=visionts["download"], allow_random_weights=visionts["allow_random_weights"],
+                                 trust_checkpoint=args.trust_checkpoint, device=device or _device(args.device))
+        except ImportError as exc:  # visionts is optional
+            raise UserError(str(exc)) from None
+    given = [f"--{f.replace('_', '-')}" for f, v in visionts.items() if v]
+    if given:
+        raise UserError(f"{', '.join(given)} only apply to --model visionts")
     return load_forecaster(args.weights, device=device or args.device, trust_checkpoint=args.trust_checkpoint,
                            configured=configured, max_memory_gb=args.max_memory_gb)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
 def cmd_experiments(args: argparse.Namespace, configured: str | None = None) -> int:

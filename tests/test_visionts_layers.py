@@ -180,3 +180,56 @@ def test_planted_encoder_head_peaks_at_one_column_in_samples():
     assert curve.values[0] > 0.99 and np.nansum(curve.values[1:]) < 0.01
     t = result.time_map(ENCODER[0], head)
     assert np.all(t[np.arange(1, n), np.arange(n - 1)] > 0.99)
+
+
+# ----- attnviz explain --model visionts -----------------------------------------------------------------
+def _explain(tmp_path, *flags: str) -> list[str]:
+    return ["explain", "--expr", "sin(2*pi*n/24) + 0.3*sin(2*pi*n/90)", "--length", "600", "--horizon", "72",
+            "--out", str(tmp_path / "out"), *flags]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--model", "visionts"], "--model visionts needs --periodicity P"),
+        (["--periodicity", "24"], "--periodicity only apply to --model visionts"),
+        (["--ckpt-dir", "x", "--allow-random-weights"], "--ckpt-dir, --allow-random-weights only apply to --model visionts"),
+        (["--model", "visionts", "--periodicity", "24", "--weights", "w.pth"], "--weights is a ViTime checkpoint"),
+    ],
+)
+def test_explain_visionts_argument_errors_are_one_line(tmp_path, capsys, flags, message):
+    from attnviz.cli import main
+
+    assert main(_explain(tmp_path, *flags)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err
+
+
+def test_explain_visionts_from_a_checkpoint_dir(tmp_path, capsys):
+    pytest.importorskip("visionts", reason="needs the optional visionts package (pip install attnviz[visionts])")
+    import json
+
+    from attnviz.cli import main
+    from attnviz.forecasters.visionts.tiny import TINY_ARCH, _registered, tiny_visionts
+
+    ckpt = tmp_path / "ckpt"
+    flags = ["--model", "visionts", "--periodicity", "24", "--ckpt-dir", str(ckpt), "--arch", TINY_ARCH]
+    with _registered(TINY_ARCH):
+        assert main(_explain(tmp_path, *flags)) == 2  # no checkpoint, no --allow-random-weights
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "no VisionTS checkpoint at" in err and "--allow-random-weights" in err
+
+        model = tiny_visionts(seed=4)
+        ckpt.mkdir()
+        torch.save({"model": model.vision_model.state_dict()}, ckpt / f"{TINY_ARCH}.pth")
+        assert main(_explain(tmp_path, *flags)) == 2  # a fresh init: the adapter's one-line error
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "random weights" in err and "allow_random_weights" in err
+
+        with torch.no_grad():  # "trained": a LayerNorm that is not (1, 0)
+            model.vision_model.norm.bias.add_(0.01)
+        torch.save({"model": model.vision_model.state_dict()}, ckpt / f"{TINY_ARCH}.pth")
+        assert main(_explain(tmp_path, *flags)) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["model"] == f"visionts:{TINY_ARCH}:{ckpt / (TINY_ARCH + '.pth')}"
+    assert len(summary["forecast"]) == 72
