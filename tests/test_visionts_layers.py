@@ -233,3 +233,26 @@ def test_explain_visionts_from_a_checkpoint_dir(tmp_path, capsys):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["model"] == f"visionts:{TINY_ARCH}:{ckpt / (TINY_ARCH + '.pth')}"
     assert len(summary["forecast"]) == 72
+
+
+def test_unseen_columns_are_hatched_in_the_time_map_and_named_by_the_explorer():
+    pytest.importorskip("visionts", reason="needs the optional visionts package (pip install attnviz[visionts])")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from attnviz.analysis import MultiHeadAttentionRollout
+    from attnviz.forecasters.visionts import VisionTSForecaster, tiny_visionts
+    from attnviz.plotting.drawers import draw_time_map
+
+    fc = VisionTSForecaster(tiny_visionts(seed=7), periodicity=24, allow_random_weights=True)
+    result = MultiHeadAttentionRollout(fc).analyze(_series(600), 72)
+    fig, ax = plt.subplots()
+    draw_time_map(ax, result.time_map(ENCODER[0], 0), result.grid)
+    hatched = [c for c in ax.collections if c.get_gid() == "unseen"]
+    assert len(hatched) == 1 and len(hatched[0].get_paths()) == 14 * 14 - 5 * 5
+    assert "not seen by this layer" in [t.get_text() for t in ax.get_legend().get_texts()]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="saw only 5 of 14 token columns.*not seen by this layer"):
+        result.to_html("unused.html")

@@ -77,7 +77,14 @@ def check_result(res: Any) -> None:
             f"time_maps of shape {maps.shape} does not hold {len(names)} layers of up to "
             f"{max(heads)} heads"
         )
+    unseen = dict(getattr(res, "layer_cols", {}) or {})
     for li, (name, n) in enumerate(zip(names, heads)):
+        if name in unseen:
+            raise ValueError(
+                f"layer {name} saw only {unseen[name]} of {maps.shape[-1]} token columns (the rest of its "
+                f"time map is 'not seen by this layer'); the explorer cannot draw unseen columns yet: "
+                f"analyse layers that see every column (e.g. VisionTS' decoder) for the explorer"
+            )
         block = maps[li, :n]
         bad = ~np.isfinite(block)
         if bad.any():

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import seaborn as sns
 from matplotlib.axes import Axes
-from matplotlib.collections import LineCollection
+from matplotlib.collections import LineCollection, PatchCollection
 from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, MaxNLocator
@@ -130,6 +130,17 @@ def draw_time_map(
         )
         outline.set_gid("top_outline")
         ax.add_collection(outline)
+    unseen = ~np.isfinite(tmap)
+    if unseen.any():  # columns this layer never saw (VisionTS' encoder): hatched, not blank
+        rows_, cols_ = np.nonzero(unseen)
+        hatch = PatchCollection(
+            [Rectangle((c, r), 1, 1) for r, c in zip(rows_, cols_)], facecolor="none",
+            edgecolor=theme.boundary_color, hatch="///", linewidth=0, zorder=3,
+        )
+        hatch.set_gid("unseen")
+        ax.add_collection(hatch)
+        ax.add_patch(Rectangle((0, 0), 0, 0, facecolor="none", edgecolor=theme.boundary_color, hatch="///",
+                               label="not seen by this layer"))  # the legend's entry
     if labels:
         ax.set_xlabel("key column")
         ax.set_ylabel("query column")
