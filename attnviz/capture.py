@@ -276,9 +276,7 @@ class _CaptureSession:
         chunk_bytes: int | None,
         grids: GridProvider | None = None,
     ) -> None:
-        self.rollout = rollout
-        self.spec = spec
-        self.grids = grids
+        self.rollout, self.spec = rollout, spec
         self.strategy = strategy
         self.chunk_size = chunk_size
         self.chunk_bytes = chunk_bytes
@@ -289,6 +287,7 @@ class _CaptureSession:
             head_fusion=spec.head_fusion,
             time_convention=spec.time_convention,
         )
+        self.grids = grids  # per-layer grids, resolved when each layer starts (spec.grid: one for all)
         self._probes: list[_Probe] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._model_calls = 0
