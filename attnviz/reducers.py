@@ -155,9 +155,8 @@ class BlockReducer:
     Blocks of different (batch, query rows) may be added from different threads: each writes
     only its own slices of preallocated outputs.  Within one (batch, query rows) the heads must
     arrive in order 0..H-1 from one thread, one at a time or in groups (head fusion accumulates
-    across them).  Memory is
-    O(B*H*S*cols) for time maps and O(B*S*S) for a fused token map; the (B, H, S, S) map is held
-    only with ``keep_full``.
+    across them).  Memory is O(B*H*S*cols) for time maps and O(B*S*S) for a fused token map; the
+    (B, H, S, S) map is held only with ``keep_full``.
     """
 
     def __init__(
@@ -171,6 +170,14 @@ class BlockReducer:
         self._per_col = torch.empty(batch, heads, seq_len, grid.cols, **f32) if grid else None
         self._prefix = torch.empty(batch, heads, seq_len, **f32) if grid else None
         self._fused = torch.empty(batch, seq_len, seq_len, **f32) if spec.head_fusion else None
+        # One head's targets, made once: a block then costs a few torch calls, not dozens.
+        self._head_targets = [[self._targets(b, h, 1) for h in range(heads)] for b in range(batch)]
+
+    def _targets(self, b: int, h: int, g: int) -> tuple[torch.Tensor | None, ...]:
+        """Full map, per-column mass and prefix mass of batch ``b``, heads ``h .. h + g``
+        ((S, ...) for one head, (g, S, ...) for several), None where not asked for."""
+        heads = h if g == 1 else slice(h, h + g)
+        return tuple(None if t is None else t[b, heads] for t in (self._full, self._per_col, self._prefix))
 
     def add(self, b: int, h: int, q0: int, probs: torch.Tensor) -> None:
         """Fold the probabilities of heads ``h ..`` and query rows ``q0 .. q0 + n``.
@@ -178,19 +185,18 @@ class BlockReducer:
         ``probs`` is (n, S) for head ``h`` alone or (g, n, S) for heads ``h .. h + g``; it may be
         a scratch buffer: only reductions or copies of it are kept.
         """
-        if probs.dim() == 2:
-            probs = probs.unsqueeze(0)
-        h1, q1 = h + probs.shape[0], q0 + probs.shape[1]
-        if self._full is not None:
-            self._full[b, h:h1, q0:q1].copy_(probs)
+        one_head = probs.dim() == 2
+        n = probs.shape[-2]
+        full, per_col, prefix = self._head_targets[b][h] if one_head else self._targets(b, h, probs.shape[0])
+        if full is not None:
+            full.narrow(-2, q0, n).copy_(probs)
         grid = self.spec.grid
         if grid is not None:
-            p = grid.prefix_tokens
-            per_col = natural_patches(probs, grid, -1).unflatten(-1, (grid.rows, grid.cols))
-            torch.sum(per_col, -2, out=self._per_col[b, h:h1, q0:q1])
-            torch.sum(probs[..., :p], -1, out=self._prefix[b, h:h1, q0:q1])
+            columns = natural_patches(probs, grid, -1).unflatten(-1, (grid.rows, grid.cols))
+            torch.sum(columns, -2, out=per_col.narrow(-2, q0, n))
+            torch.sum(probs[..., : grid.prefix_tokens], -1, out=prefix.narrow(-1, q0, n))
         if self._fused is not None:
-            self._fuse(self._fused[b, q0:q1], h, probs)
+            self._fuse(self._fused[b].narrow(0, q0, n), h, probs.unsqueeze(0) if one_head else probs)
 
     def _fuse(self, acc: torch.Tensor, h: int, probs: torch.Tensor) -> None:
         """Fold heads ``h .. h + g`` into the running head fusion ``acc`` (heads arrive in order;
