@@ -342,7 +342,9 @@ class MultiHeadAttentionRollout:
     def analyze_many(self, series_list: Sequence[Any], horizon: Any, *, rollout: bool = False, head_fusion: str = "mean",
                      discard_ratio: float = 0.0, chunk_size: int | None = None, decode: str = "max") -> list[AnalysisResult]:
         """Several series of one length in ONE batched forward under one capture: the same
-        results as one ``analyze`` call each, at the cost of a batch (datasets build on this)."""
+        results as one ``analyze`` call each, at the cost of a batch (datasets build on this).
+        A forecaster without ``predict_many`` (VisionTS: each call draws its own token order) is
+        run one series at a time, with the same results."""
         xs = [as_series(s, name=f"series {i}" if len(series_list) > 1 else "series") for i, s in enumerate(series_list)]
         if not xs:
             raise ValueError("analyze_many needs at least one series")
@@ -355,6 +357,10 @@ class MultiHeadAttentionRollout:
             0.0 <= float(discard_ratio) < 1.0
         ):
             raise ValueError(f"discard_ratio must be a number in [0, 1), got {discard_ratio!r}")
+        if len(xs) > 1 and not hasattr(self.forecaster, "predict_many"):  # no batched forward: one call each
+            options = dict(rollout=rollout, head_fusion=head_fusion, discard_ratio=discard_ratio, chunk_size=chunk_size,
+                           decode=decode)
+            return [self.analyze_many([x], h, **options)[0] for x in xs]
         grid = self.forecaster.grid(len(xs[0]), h)
         per_layer = getattr(self.forecaster, "layer_grids", None)
         with self.capturer.capture(

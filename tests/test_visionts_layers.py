@@ -256,3 +256,20 @@ def test_unseen_columns_are_hatched_in_the_time_map_and_named_by_the_explorer():
     plt.close(fig)
     with pytest.raises(ValueError, match="saw only 5 of 14 token columns.*not seen by this layer"):
         result.to_html("unused.html")
+
+
+def test_analyze_many_runs_a_forecaster_without_batches_one_series_at_a_time():
+    """VisionTS has no predict_many: analyze_many still returns one result per series, equal to analyze."""
+    from attnviz.analysis import MultiHeadAttentionRollout
+    from attnviz.forecasters.visionts import VisionTSForecaster, tiny_visionts
+
+    fc = VisionTSForecaster(tiny_visionts(3), periodicity=12, allow_random_weights=True)
+    explainer = MultiHeadAttentionRollout(fc)
+    n = np.arange(240)
+    batch = [np.sin(2 * np.pi * n / 12), np.cos(2 * np.pi * n / 24) + 0.1 * n / 240]
+    many = explainer.analyze_many(batch, 36)
+    assert len(many) == 2
+    for series, got in zip(batch, many):
+        one = explainer.analyze(series, 36)
+        np.testing.assert_allclose(got.time_maps, one.time_maps, atol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(got.forecast.forecast, one.forecast.forecast, atol=1e-6)
