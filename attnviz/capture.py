@@ -29,13 +29,15 @@ probabilities sit behind one interface (the arithmetic is in :mod:`attnviz.captu
     timm's unfused path forms them: the input of ``attn.attn_drop`` (the softmax, before
     dropout).  Works for any forward that reaches ``attn_drop``; the output changes only by float
     rounding (unfused vs fused kernel); the whole (B, H, S, S) map exists for the call.
-``auto`` (default)
+``auto`` (default), by the size of one call's full map ``B * H * S * S * 4`` bytes:
     * nothing to compute (only counting calls): the model runs untouched;
-    * a call whose full map is at most :data:`AUTO_CHUNK_THRESHOLD_BYTES` (``B * H * S * S * 4``
-      bytes): ``exact`` - the unfused kernel is as fast at that size and the map is small;
-    * larger: ``single`` where faithful (the fastest: attention once), else ``chunked`` where
-      the module uses the fused kernel (a model that runs unfused materialises the map anyway),
-      else ``exact`` with a :class:`CaptureFallbackWarning`.
+    * above :data:`AUTO_SINGLE_THRESHOLD_BYTES` (4 MiB) where ``single`` is faithful: ``single``
+      (attention once; the fastest from there on, measured on CPU);
+    * else above :data:`AUTO_CHUNK_THRESHOLD_BYTES` (8 MiB) where the module uses the fused
+      kernel: ``chunked`` (a model that runs unfused materialises the map anyway);
+    * else ``exact``: small maps are cheap and the unfused kernel is as fast or faster there.
+      A large map captured ``exact`` because neither blockwise strategy is faithful comes with a
+      :class:`CaptureFallbackWarning`.
 
 A ``single`` or ``chunked`` request that cannot be faithful for a layer falls back (``single``
 to ``chunked``, then ``exact``) with a :class:`CaptureFallbackWarning` naming the reason.
@@ -88,15 +90,18 @@ __all__ = [
     "CaptureFallbackWarning",
     "STRATEGIES",
     "AUTO_CHUNK_THRESHOLD_BYTES",
+    "AUTO_SINGLE_THRESHOLD_BYTES",
     "DEFAULT_CHUNK_BYTES",
     "DEFAULT_DEVICE_CHUNK_BYTES",
 ]
 
 STRATEGIES: tuple[str, ...] = ("auto", "exact", "chunked", "single")
-#: ``auto`` picks a blockwise strategy when one call's full map (B*H*S*S float32) is larger than
-#: this: below it the unfused kernel is as fast (measured on CPU at 1.6 MiB exact wins, at 12 MiB
-#: chunked does) and its map is small; above it exact costs time (~2x at released ViTime size)
-#: and memory.
+#: ``auto`` picks ``single`` when one call's full map (B*H*S*S float32) is larger than this.
+#: Measured on CPU (2 threads, whole ViTime predicts), single / exact: 1.5 at 1.6 MiB, 1.0 at
+#: 4 MiB, 0.86 at 9 MiB, 0.79 at 16 MiB; at released size exact costs ~2x a plain forward.
+AUTO_SINGLE_THRESHOLD_BYTES: int = 4 * 2**20
+#: ``auto`` picks ``chunked`` (where single is not faithful) above this: it recomputes q k^T,
+#: so it overtakes exact later (measured: exact wins at 1.6 MiB, chunked at 12 MiB).
 AUTO_CHUNK_THRESHOLD_BYTES: int = 8 * 2**20
 #: Bytes of one head's block of logits on the CPU (the probabilities take as much again, per
 #: worker thread).  Small enough that the block is reduced while still in cache, large enough for
@@ -453,11 +458,13 @@ class _CaptureSession:
                 return "chunked" if probe.chunk_blocker is None else "exact"
             batch, seq_len = int(x.shape[0]), int(x.shape[1])
             full_bytes = batch * int(probe.module.num_heads) * seq_len * seq_len * 4
-            if full_bytes <= AUTO_CHUNK_THRESHOLD_BYTES:
+            if full_bytes <= AUTO_SINGLE_THRESHOLD_BYTES:
                 return "exact"
             if probe.single_blocker is None and call_blocker(probe.module, x) is None:
                 return "single"
-            wanted = "chunked" if probe.original_fused else "exact"
+            if full_bytes <= AUTO_CHUNK_THRESHOLD_BYTES or not probe.original_fused:
+                return "exact"
+            wanted = "chunked"
         if wanted == "single":
             reason = probe.single_blocker or call_blocker(probe.module, x)
             if reason is None:

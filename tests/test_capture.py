@@ -221,7 +221,7 @@ def test_auto_picks_by_map_size(fc, series, grid, monkeypatch):
     with rollout.capture(grid=grid) as small:  # 4 x 321 x 321 floats: tiny -> exact
         fc.predict(series, HORIZON)
     assert set(small.strategies.values()) == {"exact"}
-    monkeypatch.setattr(capture_mod, "AUTO_CHUNK_THRESHOLD_BYTES", 1024)
+    monkeypatch.setattr(capture_mod, "AUTO_SINGLE_THRESHOLD_BYTES", 1024)
     plain = fc.predict(series, HORIZON)
     with rollout.capture(grid=grid) as big:  # above the threshold: single pass
         out = fc.predict(series, HORIZON)
@@ -229,13 +229,18 @@ def test_auto_picks_by_map_size(fc, series, grid, monkeypatch):
     np.testing.assert_allclose(out.probabilities, plain.probabilities, atol=1e-5, rtol=0)
     for layer in rollout.layer_names:
         assert (big.time_maps[layer] - small.time_maps[layer]).abs().max().item() < 1e-6
+    image = torch.as_tensor(fc.prepare(series, HORIZON).image, dtype=torch.float32)[None, None]
     with warnings.catch_warnings():  # autograd recording: single is not faithful, chunked is
         warnings.simplefilter("error")
-        with rollout.capture(grid=grid) as graded:
-            fc.model(torch.as_tensor(fc.prepare(series, HORIZON).image, dtype=torch.float32)[None, None])
-    assert set(graded.strategies.values()) == {"chunked"}
+        with rollout.capture(grid=grid) as graded:  # but not yet worth it below its threshold
+            fc.model(image)
+        monkeypatch.setattr(capture_mod, "AUTO_CHUNK_THRESHOLD_BYTES", 1024)
+        with rollout.capture(grid=grid) as graded_big:
+            fc.model(image)
+    assert set(graded.strategies.values()) == {"exact"}
+    assert set(graded_big.strategies.values()) == {"chunked"}
     for layer in rollout.layer_names:
-        assert (graded.time_maps[layer] - small.time_maps[layer]).abs().max().item() < 1e-6
+        assert (graded_big.time_maps[layer] - small.time_maps[layer]).abs().max().item() < 1e-6
 
 
 def test_chunk_bytes_bounds_the_chunk(fc, series, grid, captures):
