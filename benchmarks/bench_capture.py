@@ -12,7 +12,8 @@ ratio over ``--pairs`` rounds (at least 5) with its min and max; single times ar
 result because they say more about the machine's load than about capture.
 
 **Peak RSS** cannot be reset, so every mode runs in its own subprocess (model build, one warm-up
-call, one call) and its peak is compared with the plain subprocess's.  The peak is the child's
+call, one call), ``--memory-runs`` times (the allocator's peak varies by tens of MB between runs),
+and the median peak is compared with the plain subprocess's.  The peak is the child's
 ``VmHWM`` (``ru_maxrss`` would start at the parent's peak: Linux keeps it across ``exec``), and
 the children run before the parent imports torch.
 
@@ -46,6 +47,7 @@ LENGTH, HORIZON = 512, 720
 TIME_MODES = ("analyze", "capture", "single", "chunked", "exact")
 DEFAULT_TIME_MODES = ("analyze", "capture", "single", "chunked")
 MEMORY_MODES = ("plain", "analyze", "capture", "single", "chunked", "naive")
+DEFAULT_MEMORY_MODES = ("plain", "analyze", "capture", "chunked", "naive")
 TARGETS = {"analyze": 1.2, "capture": 1.15}
 MEMORY_TARGET = 1.1
 
@@ -159,19 +161,21 @@ def _peak_rss_kb() -> float:
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def memory_in_subprocesses(args: argparse.Namespace) -> dict[str, dict]:
-    rows = {}
-    for mode in args.memory_modes:
-        cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", mode]
-        cmd += ["--quick"] if args.quick else []
-        cmd += ["--threads", str(args.threads)] if args.threads else []
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"{mode}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-            continue
-        rows[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"  {mode}: peak RSS {rows[mode]['peak_mb']:.0f} MB", flush=True)
-    return rows
+def memory_in_subprocesses(args: argparse.Namespace) -> dict[str, list[float]]:
+    """{mode: peak MB of each run}, modes interleaved run by run."""
+    peaks: dict[str, list[float]] = {mode: [] for mode in args.memory_modes}
+    for run in range(args.memory_runs):
+        for mode in args.memory_modes:
+            cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", mode]
+            cmd += ["--quick"] if args.quick else []
+            cmd += ["--threads", str(args.threads)] if args.threads else []
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"{mode}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            peaks[mode].append(json.loads(proc.stdout.strip().splitlines()[-1])["peak_mb"])
+            print(f"  memory run {run + 1}/{args.memory_runs} {mode}: peak RSS {peaks[mode][-1]:.0f} MB", flush=True)
+    return {mode: values for mode, values in peaks.items() if values}
 
 
 def _stats(values: list[float]) -> tuple[float, float, float]:
@@ -182,7 +186,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small config instead of the released size")
     parser.add_argument("--modes", nargs="+", choices=TIME_MODES, default=list(DEFAULT_TIME_MODES), help="timed modes")
-    parser.add_argument("--memory-modes", nargs="*", choices=MEMORY_MODES, default=list(MEMORY_MODES))
+    parser.add_argument("--memory-modes", nargs="*", choices=MEMORY_MODES, default=list(DEFAULT_MEMORY_MODES))
+    parser.add_argument("--memory-runs", type=int, default=3, help="subprocesses per memory mode (median)")
     parser.add_argument("--pairs", type=int, default=5, help="timed rounds (>= 5)")
     parser.add_argument("--batch", type=int, default=1, help="also time capture of a batch of this many series")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (0: torch default)")
@@ -190,8 +195,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.pairs < 5:
         parser.error("--pairs must be >= 5 (a median of fewer pairs does not resolve 10 %)")
-    if args.batch < 1:
-        parser.error("--batch must be >= 1")
+    if args.batch < 1 or args.memory_runs < 1:
+        parser.error("--batch and --memory-runs must be >= 1")
     config = QUICK if args.quick else RELEASED
     if args.memory_child:
         memory_child(args.memory_child, config, args.threads)
@@ -232,13 +237,14 @@ def main() -> None:
         many = statistics.median(times[f"capture x{args.batch}"]["mode_s"]) / args.batch
         print(f"capture seconds per series: batch 1 {one:.2f}, batch {args.batch} {many:.2f} ({many / one:.2f}x)")
     if memory:
-        base = memory.get("plain")
-        print("\npeak RSS, each mode in its own process (model build + warm-up + one call)")
-        print(f"{'mode':<13} {'MB':>7} {'x plain':>8}")
-        for mode, row in memory.items():
-            ratio = row["peak_mb"] / base["peak_mb"] if base else float("nan")
+        base = statistics.median(memory["plain"]) if "plain" in memory else float("nan")
+        print(f"\npeak RSS (VmHWM), each mode in its own process (model build + warm-up + one call), "
+              f"median of {args.memory_runs}")
+        print(f"{'mode':<13} {'MB':>7} {'min':>6} {'max':>6} {'x plain':>8}")
+        for mode, values in memory.items():
+            med, lo, hi = _stats(values)
             flag = f"  (target <= {MEMORY_TARGET})" if mode in ("analyze", "capture") else ""
-            print(f"{mode:<13} {row['peak_mb']:>7.0f} {ratio:>8.2f}{flag}")
+            print(f"{mode:<13} {med:>7.0f} {lo:>6.0f} {hi:>6.0f} {med / base:>8.2f}{flag}")
     print(
         f"\nload average (1/5/15 min): start {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
         f"after memory {load_after_memory[0]:.2f}/{load_after_memory[1]:.2f}/{load_after_memory[2]:.2f}, "
