@@ -7,6 +7,8 @@ the encoder never looked).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -229,13 +231,15 @@ def test_explain_visionts_from_a_checkpoint_dir(tmp_path, capsys):
         with torch.no_grad():  # "trained": a LayerNorm that is not (1, 0)
             model.vision_model.norm.bias.add_(0.01)
         torch.save({"model": model.vision_model.state_dict()}, ckpt / f"{TINY_ARCH}.pth")
-        assert main(_explain(tmp_path, *flags)) == 0, capsys.readouterr().err
+        assert main(_explain(tmp_path, *flags, "--html")) == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    pages = list((tmp_path / "out").glob("*explorer.html"))  # every layer, the encoder's unseen columns masked
+    assert len(pages) == 1 and '"unseen":["' in pages[0].read_text()
     assert summary["model"] == f"visionts:{TINY_ARCH}:{ckpt / (TINY_ARCH + '.pth')}"
     assert len(summary["forecast"]) == 72
 
 
-def test_unseen_columns_are_hatched_in_the_time_map_and_named_by_the_explorer():
+def test_unseen_columns_are_hatched_in_the_time_map_and_masked_by_the_explorer():
     pytest.importorskip("visionts", reason="needs the optional visionts package (pip install attnviz[visionts])")
     import matplotlib
 
@@ -254,8 +258,12 @@ def test_unseen_columns_are_hatched_in_the_time_map_and_named_by_the_explorer():
     assert len(hatched) == 1 and len(hatched[0].get_paths()) == 14 * 14 - 5 * 5
     assert "not seen by this layer" in [t.get_text() for t in ax.get_legend().get_texts()]
     plt.close(fig)
-    with pytest.raises(ValueError, match="saw only 5 of 14 token columns.*not seen by this layer"):
-        result.to_html("unused.html")
+    from attnviz.explorer.payload import build_payload
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = build_payload(result)
+    assert data["seen_cols"] == [5, 5, 14, 14] and data["unseen"][2:] == [None, None]
 
 
 def test_analyze_many_runs_a_forecaster_without_batches_one_series_at_a_time():

@@ -9,7 +9,10 @@ with ``res.periods(layer, head).peaks_samples`` to one decimal) and fundamental,
 history, forecast and (when given) truth, the ranking table, and a PNG download of the view.
 Hovering a query column on the map, or a time on the series, shows that column's attention onto
 every key column under the series and its row as a lag profile on the lag curve.  Reference
-periods are drawn only when the caller gives them.
+periods are drawn only when the caller gives them.  A layer that saw only the first columns
+(``res.layer_cols``: VisionTS' encoder sees the context columns) is shown with the cells it never
+saw hatched grey, "not seen by this layer" in the legends, the tooltip and the notes, and its lag
+curve ending at its last lag; its heads are ranked and drawn in the score grid like any other.
 
 Why plain JavaScript on ``<canvas>`` and no library: a time map is drawn with one
 ``putImageData`` of ``cols x cols`` pixels, scaled up, however many cells it has (an SVG/d3
@@ -24,7 +27,8 @@ to uint16 per head over the head's own min..max, lag curves float32, the series 
 bundled model's result (18 layers x 8 heads, 77 columns) makes a file of about 2.5 MB.
 
 Each widget gets a fresh id: its root element is ``#attnviz-<id>`` and its script API is
-``window.attnvizExplorer[<id>]`` (``state`` holds what is drawn: the heat map's values, the
+``window.attnvizExplorer[<id>]`` (``state`` holds what is drawn: the heat map's values (NaN
+where unseen, with ``unseen``: 1 per such cell, and ``seenCols``), the lag axis' range, the
 peak labels, the linked query column's lag profile and attention row; ``select(layer, head)``,
 ``setQuery(col)``, ``png()``), so two explorers in one notebook do not clash.
 """
@@ -58,7 +62,7 @@ def render_html(res: Any, *, title: str | None = None, reference_periods: Any = 
     samples to mark on the lag curve and the attention row (none unless given).  truth: the real
     continuation, as long as the forecast, drawn under it.  selected: (layer, head) shown first
     (default: the top-ranked head).  Raises ValueError for a result without maps, non-finite
-    values in a real head's map, the series, forecast or truth, and bad options.
+    values in a real head's map where its layer saw the columns, the series, forecast or truth, and bad options.
     """
     payload = build_payload(
         res, title=title, reference_periods=reference_periods, truth=truth, selected=selected

@@ -25,7 +25,10 @@
   var offset = [], flat = 0;
   for (var li = 0; li < nLayers; li++) { offset.push(flat); flat += D.heads[li]; }
   var qmaps = new Uint16Array(bytes(D.maps).buffer);
-  var curves = new Float32Array(bytes(D.curves).buffer);
+  var curves = new Float32Array(bytes(D.curves).buffer), curveOk = bytes(D.curve_valid);
+  // per layer: null, or 1 per cell the layer never saw (VisionTS' encoder: only the context columns)
+  var unseen = D.unseen.map(function (b) { return b ? bytes(b) : null; });
+  var NOT_SEEN = "not seen by this layer";
   var lut = bytes(D.cmap);
   var nLag = D.lags.length;
   var rankOf = {}, best = D.ranking.length ? D.ranking[0] : null;
@@ -35,13 +38,29 @@
 
   function headMap(l, h) {
     var idx = offset[l] + h, lo = D.map_lo[idx], s = (D.map_hi[idx] - lo) / 65535;
-    var n = cols * cols, base = idx * n, out = new Float64Array(n);
-    for (var i = 0; i < n; i++) out[i] = lo + qmaps[base + i] * s;
+    var n = cols * cols, base = idx * n, out = new Float64Array(n), u = unseen[l];
+    for (var i = 0; i < n; i++) out[i] = u && u[i] ? NaN : lo + qmaps[base + i] * s;
     return out;
   }
-  function headCurve(l, h) {
-    var base = (offset[l] + h) * nLag;
-    return Array.prototype.slice.call(curves.subarray(base, base + nLag));
+  function headCurve(l, h) {  // [lags, values] where the curve has a value
+    var base = (offset[l] + h) * nLag, xs = [], ys = [];
+    for (var i = 0; i < nLag; i++) if (curveOk[base + i]) { xs.push(D.lags[i]); ys.push(curves[base + i]); }
+    return [xs, ys];
+  }
+  function rowUnseen(l, q) {  // the layer never saw query column q
+    var u = unseen[l]; if (!u) return false;
+    for (var k = 0; k < cols; k++) if (!u[q * cols + k]) return false;
+    return true;
+  }
+  function finite(a) { return Array.prototype.filter.call(a, function (v) { return isFinite(v); }); }
+  function unseenRects(ax, l) {  // the unseen cells of layer l as canvas rects on the map's axes
+    var u = unseen[l], out = [];
+    if (!u) return out;
+    for (var q = 0; q < cols; q++) for (var k = 0; k < cols; k++) if (u[q * cols + k]) {
+      var x0 = ax.sx(at(k)), y0 = ax.sy(at(q));
+      out.push([x0, y0, ax.sx(at(k + 1)) - x0, ax.sy(at(q + 1)) - y0]);
+    }
+    return out;
   }
 
   // ------------------------------------------------------------------ look
@@ -63,7 +82,7 @@
   function currentMap() {
     var key = state.layer + ":" + state.head + ":" + state.scale;
     if (cache.key === key) return cache;
-    var m = headMap(state.layer, state.head), n = m.length, sorted = Array.prototype.slice.call(m);
+    var m = headMap(state.layer, state.head), n = m.length, sorted = finite(m), u = unseen[state.layer];
     var log = state.scale === "log", vmin, vmax;
     if (log) {
       sorted = sorted.filter(function (v) { return v > 0; }).map(Math.log10);
@@ -78,7 +97,8 @@
     for (var i = 0; i < n; i++) {
       var v = log ? (m[i] > 0 ? Math.log10(m[i]) : vmin) : m[i];
       var t = Math.max(0, Math.min(1, (v - vmin) / (vmax - vmin))), j = Math.round(t * 255) * 3;
-      img.data[4 * i] = lut[j]; img.data[4 * i + 1] = lut[j + 1]; img.data[4 * i + 2] = lut[j + 2]; img.data[4 * i + 3] = 255;
+      var c3 = u && u[i] ? K.UNSEEN_RGB : [lut[j], lut[j + 1], lut[j + 2]];
+      img.data[4 * i] = c3[0]; img.data[4 * i + 1] = c3[1]; img.data[4 * i + 2] = c3[2]; img.data[4 * i + 3] = 255;
     }
     octx.putImageData(img, 0, 0);
     cache = { key: key, map: m, image: off, vmin: vmin, vmax: vmax, log: log };
@@ -99,7 +119,7 @@
 
   // ------------------------------------------------------------------ time-time heatmap
   function drawHeatmap() {
-    var W = el.heat.clientWidth || 420, left = 58, right = 66, topM = 44, bottom = 44;
+    var W = el.heat.clientWidth || 420, left = 58, right = 66, topM = unseen[state.layer] ? 58 : 44, bottom = 44;
     var side = Math.max(120, Math.min(W - left - right, 440)), H = topM + side + bottom;
     var ctx = prep(el.heat, W, H), c = currentMap();
     var ax = new Axes(left, topM, side, side, [at(0), at(cols)], [at(0), at(cols)], true);
@@ -107,6 +127,7 @@
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(c.image, ax.x, ax.y, ax.w, ax.h);
     ctx.imageSmoothingEnabled = true;
+    K.hatch(ctx, unseenRects(ax, state.layer), 6);
     ax.clip(ctx);
     [[boundary, true], [boundary, false]].forEach(function (b) {
       ctx.save(); ctx.strokeStyle = C.boundary; ctx.lineWidth = 1.4; ctx.setLineDash([5, 4]); ctx.beginPath();
@@ -136,10 +157,13 @@
     ctx.save(); ctx.translate(W - 4, ax.y + side / 2); ctx.rotate(-Math.PI / 2); ctx.textAlign = "center"; ctx.textBaseline = "bottom";
     ctx.font = font(11); ctx.fillStyle = C.soft;
     ctx.fillText("attention (" + ({ pct: "p5–p99", full: "min–max", log: "log, p5–p99" })[state.scale] + ")", 0, 0); ctx.restore();
-    legend(ctx, 4, 28, W - 8, [{ label: "history | forecast", color: C.boundary, dash: [5, 4] },
-                              { label: "query column (a row)", color: C.red, dash: [3, 2], lw: 1 }]);
+    var items = [{ label: "history | forecast", color: C.boundary, dash: [5, 4] },
+                 { label: "query column (a row)", color: C.red, dash: [3, 2], lw: 1 }];
+    if (unseen[state.layer]) items.push({ label: NOT_SEEN, kind: "hatch", color: C.soft });
+    legend(ctx, 4, 28, W - 8, items);
     geom.heat = ax;
-    state.heatmap = { layer: state.layer, head: state.head, cols: cols, values: c.map, vmin: c.vmin, vmax: c.vmax };
+    state.heatmap = { layer: state.layer, head: state.head, cols: cols, values: c.map, vmin: c.vmin, vmax: c.vmax,
+                      seenCols: D.seen_cols[state.layer], unseen: unseen[state.layer] ? Array.from(unseen[state.layer]) : null };
   }
 
   // ------------------------------------------------------------------ lag curve
@@ -153,8 +177,10 @@
   function drawLag() {
     var W = el.lag.clientWidth || 420, H = geom.heatH || 480;
     var ctx = prep(el.lag, W, H), per = D.periods[offset[state.layer] + state.head];
-    var vals = headCurve(state.layer, state.head), xs = [], ys = [];
-    for (var i = 0; i < nLag; i++) if (D.curve_valid[i]) { xs.push(D.lags[i]); ys.push(vals[i]); }
+    var cv = headCurve(state.layer, state.head), xs = cv[0], ys = cv[1], i, seen = D.seen_cols[state.layer];
+    var qUnseen = state.query !== null && rowUnseen(state.layer, state.query);
+    // lags past the last reliable one are shaded, where the curve reaches them
+    var xu = lastReliable >= 0 ? (D.lags[lastReliable] + spc / 2) : 0, shade = lastReliable < nLag - 1 && xs.length > 0 && xu < xs[xs.length - 1];
     K.title(ctx, "lag curve: mean attention at each lag", W);
     // legend first: its height sets the top of the plot
     var items = [{ label: "lag curve", color: C.blue }, { label: "detected peaks", color: C.red, kind: "tri" }];
@@ -162,22 +188,22 @@
     var fMultiples = state.referencePeriods.length ? 1 : 40;
     if (per.fundamental !== null) items.push({ label: "detected fundamental " + per.fundamental_label + (fMultiples > 1 ? " (×k)" : ""), color: C.purple, dash: [6, 3] });
     state.referencePeriods.forEach(function (p) { items.push({ label: "reference period " + fmt(p) + " (×k)", color: C.green, dash: [2, 3] }); });
-    items.push({ label: "query col " + state.query + " row (right axis)", color: C.orange });
-    if (lastReliable < nLag - 1) items.push({ label: "lags not used for peaks", color: "#e9ebee", kind: "box" });
+    items.push({ label: "query col " + state.query + (qUnseen ? " row: " + NOT_SEEN : " row (right axis)"), color: C.orange });
+    if (shade) items.push({ label: "lags not used for peaks", color: "#e9ebee", kind: "box" });
     var topM = legend(ctx, 4, 26, W - 8, items) + 4;
     var left = 62, right = 56, bottom = 46;
     if (!xs.length) {  // one token column: no lag to show
+      var why = seen < cols ? "this layer saw one token column" : "the grid has one token column";
       ctx.font = font(12); ctx.fillStyle = C.soft; ctx.textAlign = "center";
-      ctx.fillText("no lags: the grid has one token column", W / 2, H / 2);
-      state.peakLabels = []; state.fundamentalLabel = null; state.lagProfile = null;
-      el.peaks.textContent = "no lags: one token column of " + fmt(spc) + " samples";
+      ctx.fillText("no lags: " + why, W / 2, H / 2);
+      state.peakLabels = []; state.fundamentalLabel = null; state.lagProfile = null; state.lagRange = null;
+      el.peaks.textContent = "no lags: " + why + " of " + fmt(spc) + " samples";
       return;
     }
     var lo = Math.min.apply(null, ys), hi = Math.max.apply(null, ys), span = hi - lo || Math.abs(hi) || 1;
     var ax = new Axes(left, topM, W - left - right, H - topM - bottom,
-                      [0, D.lags[nLag - 1] + spc / 2], [lo - 0.06 * span, hi + 0.28 * span]);
-    if (lastReliable < nLag - 1) {
-      var xu = lastReliable >= 0 ? (D.lags[lastReliable] + spc / 2) : 0;
+                      [0, xs[xs.length - 1] + spc / 2], [lo - 0.06 * span, hi + 0.28 * span]);
+    if (shade) {
       ctx.fillStyle = "#e9ebee"; ctx.fillRect(ax.sx(xu), ax.y, ax.x + ax.w - ax.sx(xu), ax.h);
     }
     drawAxes(ctx, ax, { xlabel: "lag (samples)", ylabel: "mean attention at lag", grid: true, ylabelGap: 56 });
@@ -198,9 +224,11 @@
     }
     // the hovered query column's own row, on its own (right) axis
     var prof = null;
-    if (state.query !== null && state.query > 0) {
+    if (state.query !== null && state.query > 0 && !qUnseen) {
       var m = currentMap().map, q = state.query, pl = [], pv = [];
-      for (var kk = q - 1; kk >= 0; kk--) { pl.push((q - kk) * spc); pv.push(m[q * cols + kk]); }
+      for (var kk = q - 1; kk >= 0; kk--) if (isFinite(m[q * cols + kk])) { pl.push((q - kk) * spc); pv.push(m[q * cols + kk]); }
+    }
+    if (pv && pv.length) {
       var pmax = Math.max.apply(null, pv), pmin = Math.min(0, Math.min.apply(null, pv));
       var pax = new Axes(ax.x, ax.y, ax.w, ax.h, ax.xr, [pmin, pmax > pmin ? pmin + (pmax - pmin) * 1.12 : pmin + 1]);
       polyline(ctx, pax, pl, pv, C.orange, 1.1);
@@ -244,24 +272,28 @@
     state.peakLabels = labels;
     state.fundamentalLabel = per.fundamental_label;
     state.lagProfile = prof;
+    state.lagRange = ax.xr.slice();
     geom.lag = ax;
     el.peaks.textContent = (per.peaks.length ? "peaks (samples): " + per.labels.join(", ") : "no peaks detected") +
       " · fundamental: " + (per.fundamental_label === null ? "none" : per.fundamental_label + " samples") +
-      " · 1 column = " + fmt(spc) + " samples";
+      " · 1 column = " + fmt(spc) + " samples" + (seen < cols ? " · this layer saw only the first " + seen + " of " +
+      cols + " columns: its lags stop at " + fmt(xs[xs.length - 1]) + " samples, the rest is " + NOT_SEEN : "");
   }
 
   // ------------------------------------------------------------------ series + linked attention
   function drawSeries() {
     var W = el.series.clientWidth || 800, H = 330, left = 62, right = 16;
     var ctx = prep(el.series, W, H);
+    var qUnseen = rowUnseen(state.layer, state.query), some = !!unseen[state.layer];
     K.title(ctx, "series · attention of query column " + state.query + " (time " +
-            colsToSamples(state.query, state.query + 1) + ") onto each key column", W);
+            colsToSamples(state.query, state.query + 1) + ") onto each key column" + (qUnseen ? ": " + NOT_SEEN : ""), W);
     var items = [{ label: "history", color: C.blue }];
     if (forecast) items.push({ label: "forecast", color: C.orange });
     if (truth) items.push({ label: "truth", color: "#555", dash: [2, 2] });
     items.push({ label: "history | forecast", color: C.boundary, dash: [5, 4] });
     items.push({ label: "query column", color: C.query, kind: "box" });
     items.push({ label: "keys after the query (faded)", color: "#bfc5cc", kind: "box" });
+    if (some) items.push({ label: NOT_SEEN, kind: "hatch", color: C.soft });
     state.referencePeriods.forEach(function (p) { items.push({ label: "query − k·" + fmt(p) + " (reference)", color: C.green, dash: [2, 3] }); });
     var topM = legend(ctx, 4, 26, W - 8, items) + 4;
     var L = history.length, all = Array.prototype.slice.call(history);
@@ -274,7 +306,7 @@
     var bx = new Axes(left, topM + h1 + gap, W - left - right, h2, xr, [0, 1]);
     var q = state.query, m = currentMap().map, row = [];
     for (var k = 0; k < cols; k++) row.push(m[q * cols + k]);
-    var rmax = Math.max.apply(null, row);
+    var rmax = Math.max.apply(null, finite(row).concat([0]));
     bx.yr = [0, rmax > 0 ? rmax * 1.1 : 1];
     [ax, bx].forEach(function (a) {
       ctx.fillStyle = C.query; ctx.fillRect(a.sx(at(q)), a.y, a.sx(at(q + 1)) - a.sx(at(q)), a.h);
@@ -289,13 +321,16 @@
     vline(ctx, ax, boundary, C.boundary, [5, 4], 1.3);
     ctx.restore();
     bx.clip(ctx);
+    var gone = [];
     for (k = 0; k < cols; k++) {
       var x0 = bx.sx(at(k)), x1 = bx.sx(at(k + 1)), y = bx.sy(row[k]);
+      if (!isFinite(row[k])) { gone.push([x0, bx.y, x1 - x0, bx.h]); continue; }
       ctx.fillStyle = k > q ? "#bfc5cc" : ((k + 0.5) < D.grid.history_boundary ? C.blue : C.orange);
       ctx.globalAlpha = k > q ? 0.6 : 0.88;
       ctx.fillRect(x0 + 0.3, y, Math.max(0.5, x1 - x0 - 0.6), bx.y + bx.h - y);
     }
     ctx.globalAlpha = 1;
+    K.hatch(ctx, gone, 6);
     vline(ctx, bx, boundary, C.boundary, [5, 4], 1.3);
     var centre = at(q + 0.5);
     state.referencePeriods.forEach(function (p) {
@@ -327,7 +362,8 @@
   }
   function updateInfo() {
     var r = rankOf[state.layer + ":" + state.head], per = D.periods[offset[state.layer] + state.head];
-    el.info.textContent = layerLabel(state.layer) + " · head " + state.head +
+    var seen = D.seen_cols[state.layer];
+    el.info.textContent = layerLabel(state.layer) + (seen < cols ? " (saw " + seen + " of " + cols + " columns)" : "") + " · head " + state.head +
       (r ? " · rank " + r.rank + "/" + D.ranking.length + " · score " + num(r.score, 3) : "") +
       " · fundamental " + (per.fundamental_label === null ? "none" : per.fundamental_label + " samples");
     var rows = el.table.querySelectorAll("tbody tr");
@@ -377,8 +413,9 @@
     if (!ax || !inside(ax, p)) { tip(ev, null); return; }
     var q = Math.min(cols - 1, colOf(ax.iy(p[1]))), k = Math.min(cols - 1, colOf(ax.ix(p[0])));
     setQuery(q);
-    tip(ev, "query col " + q + " (t " + colsToSamples(q, q + 1) + ") → key col " + k + " (t " + colsToSamples(k, k + 1) +
-        "): " + fmt(currentMap().map[q * cols + k]));
+    var v = currentMap().map[q * cols + k];
+    tip(ev, "query col " + q + " (t " + colsToSamples(q, q + 1) + (rowUnseen(state.layer, q) ? "): " + NOT_SEEN :
+        ") → key col " + k + " (t " + colsToSamples(k, k + 1) + "): " + (isFinite(v) ? fmt(v) : NOT_SEEN)));
   });
   el.heat.addEventListener("mouseleave", function (ev) { tip(ev, null); });
   el.series.addEventListener("mousemove", function (ev) {
@@ -387,7 +424,7 @@
     var t = ax.ix(p[0]), q = colOf(t);
     if (q < 0 || q >= cols) { tip(ev, null); return; }
     setQuery(q);
-    tip(ev, "t = " + Math.round(t) + " samples → query col " + q);
+    tip(ev, "t = " + Math.round(t) + " samples → query col " + q + (rowUnseen(state.layer, q) ? ": " + NOT_SEEN : ""));
   });
   el.series.addEventListener("mouseleave", function (ev) { tip(ev, null); });
   el.layer.addEventListener("change", function () { select(+el.layer.value, Math.min(state.head, D.heads[+el.layer.value] - 1)); });

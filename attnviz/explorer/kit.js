@@ -171,6 +171,7 @@ window.attnvizKit = (function () {
       ctx.setLineDash(it.dash || []);
       if (it.kind === "box") { ctx.globalAlpha = it.alpha || 1; ctx.fillRect(cx, cy - 5, 16, 10); ctx.globalAlpha = 1; }
       else if (it.kind === "tri") { tri(ctx, cx + 8, cy + 3, 5); }
+      else if (it.kind === "hatch") { hatch(ctx, [[cx, cy - 5, 16, 10]], 4); ctx.strokeStyle = C.soft; ctx.lineWidth = 1; ctx.strokeRect(cx + 0.5, cy - 4.5, 15, 9); }
       else if (it.kind === "dot") { dot(ctx, cx + 8, cy, 3.5, it.color); }
       else if (it.kind === "ring") { ctx.lineWidth = 1.1; ctx.beginPath(); ctx.arc(cx + 8, cy, 3, 0, 2 * Math.PI); ctx.stroke(); }
       else { ctx.beginPath(); ctx.moveTo(cx, cy); ctx.lineTo(cx + 16, cy); ctx.stroke(); }
@@ -179,6 +180,22 @@ window.attnvizKit = (function () {
     });
     ctx.restore();
     return cy + 15;
+  }
+  // "not seen by this layer": rects [[x, y, w, h], ...] filled light grey under dark diagonal lines
+  var UNSEEN = "#d5d9df", UNSEEN_RGB = [213, 217, 223];
+  function hatch(ctx, rects, step) {
+    if (!rects.length) return;
+    var x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+    ctx.save(); ctx.beginPath();
+    rects.forEach(function (r) {
+      ctx.rect(r[0], r[1], r[2], r[3]);
+      x0 = Math.min(x0, r[0]); y0 = Math.min(y0, r[1]); x1 = Math.max(x1, r[0] + r[2]); y1 = Math.max(y1, r[1] + r[3]);
+    });
+    ctx.clip(); ctx.fillStyle = UNSEEN; ctx.fillRect(x0, y0, x1 - x0, y1 - y0);
+    ctx.strokeStyle = "#7d8590"; ctx.lineWidth = 0.9; ctx.setLineDash([]); ctx.beginPath();
+    step = step || 6;
+    for (var d = x0 - (y1 - y0); d < x1; d += step) { ctx.moveTo(d, y1); ctx.lineTo(d + (y1 - y0), y0); }
+    ctx.stroke(); ctx.restore();
   }
   function tri(ctx, x, y, r) {  // downward triangle whose tip is at (x, y)
     ctx.beginPath(); ctx.moveTo(x, y); ctx.lineTo(x - r, y - 1.6 * r); ctx.lineTo(x + r, y - 1.6 * r); ctx.closePath();
@@ -324,7 +341,7 @@ window.attnvizKit = (function () {
   return { widget: widget, bytes: bytes, typed: typed, show: show, register: register, C: C, font: font,
            lutColor: lutColor, fmt: fmt, ticks: ticks, fmtTick: fmtTick, prep: prep, title: title, Axes: Axes,
            drawAxes: drawAxes, vline: vline, polyline: polyline, fitText: fitText, haloText: haloText,
-           legend: legend, tri: tri, dot: dot, percentile: percentile, colourBar: colourBar, headGrid: headGrid,
+           legend: legend, hatch: hatch, UNSEEN_RGB: UNSEEN_RGB, tri: tri, dot: dot, percentile: percentile, colourBar: colourBar, headGrid: headGrid,
            gridHit: gridHit, gridCell: gridCell, local: local, inside: inside, tipper: tipper,
            composePng: composePng, download: download, onResize: onResize };
 })();

@@ -3,8 +3,9 @@
 Everything the page draws is computed here, by the same calls a Python user makes
 (``res.lag_curve``, ``res.periods``, ``res.ranked_heads``), so the page can never disagree with
 ``summary.json`` or the static figures.  Nothing non-finite gets through: a NaN or an infinity in
-a real head's time map, in the series, the forecast or the truth is an error naming where it is
-(NaN *padding* of layers with fewer heads than the widest is not a head and is never sent).
+a real head's time map where its layer saw the columns, in the series, the forecast or the truth
+is an error naming where it is (NaN *padding* of layers with fewer heads than the widest is not a
+head and is never sent; cells a layer never saw go as a mask, see ``unseen``).
 
 Array encoding (little-endian, base64):
 
@@ -12,7 +13,12 @@ Array encoding (little-endian, base64):
   [min, max] (``map_lo``, ``map_hi``): value = lo + q * (hi - lo) / 65535, so the error is at most
   (hi - lo) / 131070 -- far below what a colour scale can show, and small enough for the lag
   profile of one query column drawn from the same numbers.
-* ``curves``: the lag curve of every real head, float32, lags k * samples_per_col, k = 1..cols-1.
+* ``curves``: the lag curve of every real head, float32, lags k * samples_per_col, k = 1..cols-1;
+  ``curve_valid``: uint8 per head and lag, 0 where the curve has no value (sent as 0.0).
+* ``unseen``: per layer, null when it saw every column, else a uint8 (cols, cols) mask, 1 where
+  the layer never saw the query or key column (``res.layer_cols``: VisionTS' encoder sees only
+  the context columns).  Those cells are NaN in ``res.time_maps``; here they are quantised as 0,
+  left out of ``map_lo``/``map_hi``, and the page draws them hatched as "not seen by this layer".
 * ``history``, ``forecast``, ``truth``: float64 (a few thousand values at most).
 """
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-__all__ = ["build_payload", "check_result"]
+__all__ = ["build_payload", "check_result", "seen_cols"]
 
 QUANT_LEVELS = 65535
 
@@ -62,8 +68,25 @@ def _vector(values: Any, what: str) -> np.ndarray:
     return arr
 
 
+def seen_cols(res: Any) -> list[int]:
+    """Columns each layer saw, in layer order: ``res.layer_cols[name]`` (VisionTS' encoder sees
+    only the context columns; they are the FIRST columns of the common grid) or every column."""
+    names = list(getattr(res, "layer_names", []) or [])
+    cols = int(np.asarray(res.time_maps).shape[-1])
+    given = dict(getattr(res, "layer_cols", {}) or {})
+    out = []
+    for name in names:
+        s = given.get(name, cols)
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral) or not 1 <= int(s) <= cols:
+            raise ValueError(f"layer_cols[{name!r}] is {s!r}: a layer sees 1 to {cols} token columns")
+        out.append(int(s))
+    return out
+
+
 def check_result(res: Any) -> None:
-    """Refuse a result the page cannot show: no maps at all, or non-finite values in a real head."""
+    """Refuse a result the page cannot show: no maps at all, or non-finite values in a real head
+    where its layer saw the columns (cells a layer never saw are NaN by design and drawn as
+    'not seen by this layer')."""
     names = list(getattr(res, "layer_names", []) or [])
     maps = np.asarray(getattr(res, "time_maps", np.zeros((0, 0, 0, 0))))
     heads = [int(res.heads_of(i)) for i in range(len(names))]
@@ -77,22 +100,22 @@ def check_result(res: Any) -> None:
             f"time_maps of shape {maps.shape} does not hold {len(names)} layers of up to "
             f"{max(heads)} heads"
         )
-    unseen = dict(getattr(res, "layer_cols", {}) or {})
-    for li, (name, n) in enumerate(zip(names, heads)):
-        if name in unseen:
-            raise ValueError(
-                f"layer {name} saw only {unseen[name]} of {maps.shape[-1]} token columns (the rest of its "
-                f"time map is 'not seen by this layer'); the explorer cannot draw unseen columns yet: "
-                f"analyse layers that see every column (e.g. VisionTS' decoder) for the explorer"
-            )
-        block = maps[li, :n]
+    for li, (name, n, s) in enumerate(zip(names, heads, seen_cols(res))):
+        block = maps[li, :n, :s, :s]
         bad = ~np.isfinite(block)
         if bad.any():
             h = int(np.argmax(bad.reshape(n, -1).any(axis=1)))
+            where = "" if s == maps.shape[-1] else f" in the {s} columns it saw"
             raise ValueError(
                 f"time map of {name} (layer {li}) head {h} holds {int(bad[h].sum())} NaN/infinite "
-                f"value(s); the explorer refuses non-finite attention instead of drawing it as gaps"
+                f"value(s){where}; the explorer refuses non-finite attention instead of drawing it as gaps"
             )
+
+
+def _unseen_mask(cols: int, seen: int) -> np.ndarray:
+    """(cols, cols) uint8, 1 where a layer that saw the first ``seen`` columns has no value."""
+    idx = np.arange(cols)
+    return ((idx[:, None] >= seen) | (idx[None, :] >= seen)).astype(np.uint8)
 
 
 def _forecast_values(res: Any) -> np.ndarray | None:
@@ -176,14 +199,17 @@ def build_payload(res: Any, *, title: str | None = None, reference_periods: Any 
     sel = _selected(res, selected, ranked)
 
     maps = np.asarray(res.time_maps, dtype=np.float64)
+    seen = seen_cols(res)
     quant, lo_all, hi_all, curves, periods = [], [], [], [], []
     lags = None
     for li, n in enumerate(heads):
+        unseen = _unseen_mask(cols, seen[li]).astype(bool)
         for h in range(n):
             m = maps[li, h]
-            lo, hi = float(m.min()), float(m.max())
+            lo, hi = float(m[~unseen].min()), float(m[~unseen].max())
             scale = (hi - lo) / QUANT_LEVELS if hi > lo else 1.0
-            quant.append(np.round((m - lo) / scale).astype("<u2"))
+            # unseen cells travel as the layer's mask (`unseen`), their quantised value is 0
+            quant.append(np.round((np.where(unseen, lo, m) - lo) / scale).astype("<u2"))
             lo_all.append(lo)
             hi_all.append(hi)
             curve = res.lag_curve(li, h)
@@ -204,9 +230,10 @@ def build_payload(res: Any, *, title: str | None = None, reference_periods: Any 
                 }
             )
     curve_arr = np.asarray(curves, dtype=np.float64)
-    # a finite map gives a finite curve except where a lag has no query; send those as NaN-free
-    # zeros flagged in `curve_valid` (the page draws no point there)
-    curve_valid = np.isfinite(curve_arr).all(axis=0)
+    # a finite map gives a finite curve except where a lag has no query (or, for a layer that saw
+    # only its first columns, no seen query): those go as zeros flagged 0 in `curve_valid`, one
+    # byte per head and lag (the page draws no point there and ends the axis at the last valid lag)
+    curve_valid = np.isfinite(curve_arr)
 
     from ..ranking import reliable_lags
 
@@ -245,7 +272,9 @@ def build_payload(res: Any, *, title: str | None = None, reference_periods: Any 
         "map_hi": hi_all,
         "lags": [float(x) for x in lags],
         "curves": _b64(np.nan_to_num(curve_arr, nan=0.0).ravel(), "<f4"),
-        "curve_valid": [bool(v) for v in curve_valid],
+        "curve_valid": _b64(curve_valid.astype(np.uint8).ravel(), "u1"),
+        "seen_cols": seen,
+        "unseen": [None if s == cols else _b64(_unseen_mask(cols, s).ravel(), "u1") for s in seen],
         "reliable": [bool(v) for v in reliable],
         "periods": periods,
         "ranking": ranking,
