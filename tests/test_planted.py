@@ -15,52 +15,7 @@ import pytest
 import torch
 
 from attnviz.analysis import MultiHeadAttentionRollout
-
-
-def plant_shift_head(block, positions: torch.Tensor, rows: int, cols: int, prefix: int, head: int,
-                     shift: int = 1, gap: float = 30.0) -> float:
-    """Set ``block.attn``'s q/k rows of ``head`` so that, on the input ``positions`` (S, D), patch
-    token (r, c) attends to (r, c - shift) (columns < shift attend to themselves).
-
-    Keys are the block's normalised input projected on its leading right-singular vectors (as
-    many as the head has dimensions); queries are fitted by least squares to the key of their
-    target token, so each query's largest logit is its target's.  The weights are scaled so that
-    the smallest gap between a query's target logit and its next best is ``gap`` (softmax mass
-    outside the target ~ S * exp(-gap)).  Returns the smallest gap before scaling (> 0).
-    """
-    attn = block.attn
-    dim, hd = positions.shape[-1], attn.head_dim
-    with torch.no_grad():
-        x = block.norm1(positions).double()
-        _, sing, vt = torch.linalg.svd(x[prefix:], full_matrices=False)
-        rank = min(hd, int((sing > 1e-6 * sing[0]).sum()))
-        to_key = vt[:rank].T  # (D, rank)
-        keys = x @ to_key
-        tokens = torch.arange(len(x))
-        target = tokens.clone()
-        for r in range(rows):
-            for c in range(shift, cols):
-                target[prefix + r * cols + c] = prefix + r * cols + c - shift
-        x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
-        to_query = torch.linalg.lstsq(x1, keys[target]).solution  # (D + 1, rank)
-        logits = (x1 @ to_query) @ keys.T
-        chosen = logits[tokens, target]
-        others = logits.clone()
-        others[tokens, target] = -torch.inf
-        margin = float((chosen - others.max(dim=1).values)[prefix:].min())
-        if margin <= 0:
-            raise AssertionError(f"cannot plant: a query's target is not its best key (gap {margin})")
-        gain = gap / margin / float(attn.scale)  # q . k * scale = gap / margin * logits
-        weight, bias = attn.qkv.weight, attn.qkv.bias
-        q_rows = slice(head * hd, (head + 1) * hd)
-        k_rows = slice(dim + head * hd, dim + (head + 1) * hd)
-        for rows_, w, b in ((q_rows, to_query[:dim].T * gain, to_query[dim] * gain), (k_rows, to_key.T, None)):
-            weight[rows_] = 0.0
-            bias[rows_] = 0.0
-            weight[rows_][:rank] = w.to(weight.dtype)
-            if b is not None:
-                bias[rows_][:rank] = b.to(bias.dtype)
-    return margin
+from attnviz.planted import plant_shift_head, planted_visionts
 
 
 def check_peak(result, layer: str, head: int, shift: int) -> None:
@@ -94,17 +49,6 @@ def test_planted_vitime_head_peaks_at_its_lag(vitime_fixture_forecaster, shift):
 
 
 # ----- VisionTS ----------------------------------------------------------------------------------------
-def planted_visionts(model, head: int, shift: int):
-    vm = model.vision_model
-    with torch.no_grad():
-        vm.decoder_embed.weight.zero_()
-        vm.decoder_embed.bias.zero_()
-        vm.mask_token.zero_()
-    grid_size = vm.patch_embed.grid_size[0]
-    plant_shift_head(vm.decoder_blocks[0], vm.decoder_pos_embed[0], grid_size, grid_size, 1, head, shift)
-    return model
-
-
 def analyse_planted_visionts(model, shift: int):
     from attnviz.forecasters.visionts import VisionTSForecaster
 
