@@ -140,7 +140,8 @@ def reduce_full(spec: ReductionSpec, probs: torch.Tensor, borrowed: bool = False
     out: dict[str, torch.Tensor] = {}
     if spec.keep_full:
         full = to_cpu_f32(probs)
-        out["full"] = full if borrowed or full is not probs else probs.clone()
+        # a CPU float32 map comes back as a view of the caller's memory: copy it unless borrowed
+        out["full"] = full.clone() if not borrowed and full.data_ptr() == probs.data_ptr() else full
     if spec.grid is not None:
         time_map, prefix = time_maps_from_probs(probs, spec.grid, spec.time_convention)
         out["time"], out["prefix"] = to_cpu_f32(time_map), to_cpu_f32(prefix)

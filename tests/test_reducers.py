@@ -106,17 +106,14 @@ def test_reduce_full_returns_only_what_was_asked():
     assert torch.equal(tokens, probs.amax(1))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reduce_full compares `full is not probs` after a second detach(), so a CPU float32 map "
-    "is never copied when borrowed=False (an in-place dropout would then change the kept map)",
-)
 def test_reduce_full_copies_a_map_it_does_not_borrow():
     probs = random_probs(1, 2, SMALL_GRID)
     full = reduce_full(ReductionSpec(keep_full=True), probs)["full"]
     expected = probs.clone()
     probs.mul_(0.5)  # what an in-place dropout does to the softmax after the hook
     assert torch.equal(full, expected)
+    borrowed = reduce_full(ReductionSpec(keep_full=True), probs, borrowed=True)["full"]
+    assert borrowed.data_ptr() == probs.data_ptr()  # borrowed: kept by reference, no copy
 
 
 @pytest.mark.parametrize("fusion", ["mean", "max", "min"])
