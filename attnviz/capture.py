@@ -297,8 +297,9 @@ class _CaptureSession:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._model_calls = 0
         self._runner = BlockRunner(torch.get_num_threads())
-        #: Group all heads of a block in one batched kernel: None = on accelerators only.
-        self._group_heads: bool | None = None
+        #: Blocks as on an accelerator (all heads in one batched kernel, softmax into its own
+        #: buffer): None = on accelerators only; True lets the CPU tests run that layout.
+        self._accelerator_layout: bool | None = None
 
     # ----- context manager ---------------------------------------------------------------------
     def __enter__(self) -> AttentionCapture:
@@ -426,7 +427,7 @@ class _CaptureSession:
         plan = self._block_plan(x.device, call.batch, heads, call.seq_len)
         out = single_pass_forward(probe.module, x, call.attn_mask, call.is_causal, reducer, plan, self._runner)
         if reducer is not None:
-            probe.results.append(reducer.finish())
+            probe.results.append(self._runner.call(reducer.finish, x.device))
         return out
 
     def _on_qkv(self, probe: _Probe, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
@@ -498,19 +499,20 @@ class _CaptureSession:
         reducer = BlockReducer(call.spec, b, heads, n, q.device)
         plan = self._block_plan(q.device, b, heads, n)
         attend_blocks(q, k, float(module.scale), plan, self._runner, reducer, call.attn_mask, call.is_causal)
-        return reducer.finish()
+        return self._runner.call(reducer.finish, q.device)
 
     def _block_plan(self, device: torch.device, batch: int, heads: int, seq_len: int) -> BlockPlan:
         """Query rows and heads per block: the byte budget, but enough blocks for every worker."""
         on_cpu = device.type == "cpu"
-        group = heads if (not on_cpu if self._group_heads is None else self._group_heads) else 1
+        accelerator = not on_cpu if self._accelerator_layout is None else self._accelerator_layout
+        group = heads if accelerator else 1
         if self.chunk_size is not None:
-            return BlockPlan(min(self.chunk_size, seq_len), group)
+            return BlockPlan(min(self.chunk_size, seq_len), group, in_place=not accelerator)
         budget = self.chunk_bytes or (DEFAULT_CHUNK_BYTES if on_cpu else DEFAULT_DEVICE_CHUNK_BYTES)
         rows = max(MIN_BLOCK_ROWS, budget // (group * seq_len * 4))
         workers = self._runner.workers if on_cpu else 1
         per_batch = -(-workers // batch)  # blocks each batch element should give
-        return BlockPlan(max(1, min(rows, seq_len, -(-seq_len // per_batch))), group)
+        return BlockPlan(max(1, min(rows, seq_len, -(-seq_len // per_batch))), group, in_place=not accelerator)
 
 
 # ----- helpers -----------------------------------------------------------------------------------

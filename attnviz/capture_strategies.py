@@ -13,12 +13,13 @@ model's own forward, ``None`` when it is faithful.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from timm.layers import Attention
@@ -33,10 +34,13 @@ ATTENTION_CHILDREN = frozenset({"qkv", "q_norm", "k_norm", "attn_drop", "norm", 
 
 @dataclass(frozen=True)
 class BlockPlan:
-    """Query rows per block and heads per block (1 on the CPU, all heads on an accelerator)."""
+    """How :func:`attend_blocks` cuts a call: query rows and heads per block (1 on the CPU, all
+    heads on an accelerator), and whether the softmax overwrites the logits (the CPU, where the
+    block should stay in cache; elsewhere it gets its own buffer)."""
 
     rows: int
     heads: int
+    in_place: bool = True
 
 
 # ----- which strategy is faithful where ------------------------------------------------------------
@@ -133,15 +137,8 @@ def attend_blocks(
     """
     batch, heads, n, _ = q.shape
     rows, group = plan.rows, plan.heads
-    # Once for all blocks: q * scale as timm's unfused path, and contiguous heads for the GEMMs
-    # (the forward's q, k, v are strided views of its qkv output).  Measured at released ViTime
-    # size: q @ k^T is ~4 % faster with k^T contiguous, which outweighs its copy (~2 % of the
-    # kernel); q is scaled straight into a contiguous tensor (``(q * scale).contiguous()`` would
-    # copy twice, 15x slower).
-    q = torch.mul(q, scale, out=torch.empty(q.shape, dtype=q.dtype, device=q.device))
-    k_t = k.transpose(-1, -2).contiguous()
-    v = None if v is None else v.contiguous()
-    in_place = q.device.type == "cpu"
+    q, k_t, v = _prepare(q, k, v, scale, runner)
+    in_place = plan.in_place
     # Per (batch, head group) views made once: a block then costs a handful of torch calls (each
     # ~3 us of Python), not the dozens that indexing 4-D tensors per block would.  One head is a
     # 2-D problem (plain mm, the CPU case); a group of heads a batched one.
@@ -182,6 +179,35 @@ def attend_blocks(
                     _matmul(probs, v_h, out_h.narrow(-2, q0, m))
 
     runner.map(run, [(bi, q0) for bi in range(batch) for q0 in range(0, n, rows)], q.device)
+
+
+def _prepare(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None, scale: float, runner: "BlockRunner"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Once per call: ``q * scale`` (as timm's unfused path), ``k^T`` and ``v``, contiguous per head.
+
+    The forward's q, k, v are strided views of its qkv output.  Measured at released ViTime size:
+    ``q @ k^T`` is ~4 % faster with ``k^T`` contiguous, more than its copy costs.  The copies run on
+    the block workers, a share of the heads each: with torch's own threads, on a busy CPU, they
+    cost 1.5x to 4x more.
+    """
+    batch, heads = q.shape[:2]
+    f32 = dict(dtype=torch.float32, device=q.device)
+    q_s, k_t = torch.empty(q.shape, **f32), torch.empty(*k.shape[:2], k.shape[3], k.shape[2], **f32)
+    v_c = None if v is None else torch.empty(v.shape, **f32)
+    step = -(-heads // runner.workers) if q.device.type == "cpu" else heads
+
+    def copy(item: tuple[int, int]) -> None:
+        b, h0 = item
+        hs = slice(h0, h0 + step)
+        with torch.no_grad():
+            torch.mul(q[b, hs], scale, out=q_s[b, hs])
+            k_t[b, hs].copy_(k[b, hs].transpose(-1, -2))
+            if v_c is not None:
+                v_c[b, hs].copy_(v[b, hs])
+
+    runner.map(copy, [(b, h0) for b in range(batch) for h0 in range(0, heads, step)], q.device)
+    return q_s, k_t, v_c
 
 
 def _heads(t: torch.Tensor, b: int, h0: int, g: int) -> torch.Tensor:
@@ -287,10 +313,26 @@ class BlockRunner:
         return bufs
 
     def map(self, fn: Callable[[Any], None], items: list, device: torch.device) -> None:
+        """``fn(item)`` for every item, on the workers (CPU) or inline."""
         if device.type != "cpu" or self.workers == 1 or len(items) == 1:
             for item in items:
                 fn(item)
             return
+        with self._pooled() as pool:
+            done, _ = wait([pool.submit(fn, item) for item in items], return_when=FIRST_EXCEPTION)
+            for future in done:
+                future.result()  # re-raise a worker's exception here
+
+    def call(self, fn: Callable[[], Any], device: torch.device) -> Any:
+        """``fn()`` on one worker (CPU), else inline: a few small ops, which with torch's own
+        threads would each wait for a busy core."""
+        if device.type != "cpu" or self.workers == 1:
+            return fn()
+        with self._pooled() as pool:
+            return pool.submit(fn).result()
+
+    @contextlib.contextmanager
+    def _pooled(self) -> Iterator[ThreadPoolExecutor]:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 self.workers,
@@ -300,9 +342,7 @@ class BlockRunner:
             )
         threads = torch.get_num_threads()
         try:
-            done, _ = wait([self._pool.submit(fn, item) for item in items], return_when=FIRST_EXCEPTION)
-            for future in done:
-                future.result()  # re-raise a worker's exception here
+            yield self._pool
         finally:
             torch.set_num_threads(threads)  # a worker's set_num_threads(1) also sets the default
 

@@ -83,7 +83,9 @@ if "gated" in ATTENTION_ARGS:
 
 
 @pytest.mark.parametrize("kw", VARIANTS, ids=lambda kw: ",".join(kw) or "default")
-@pytest.mark.parametrize("plan", [BlockPlan(rows=1, heads=1), BlockPlan(rows=5, heads=1), BlockPlan(rows=64, heads=4)])
+@pytest.mark.parametrize(
+    "plan", [BlockPlan(rows=1, heads=1), BlockPlan(rows=5, heads=1), BlockPlan(rows=64, heads=4, in_place=False)]
+)
 @pytest.mark.parametrize("workers", [1, 2])
 def test_single_pass_forward_equals_fused_kernel(kw, plan, workers):
     module = attention(**dict(kw))
@@ -116,7 +118,7 @@ def test_single_pass_forward_with_masks(mask_kind, heads_per_block):
         kw["attn_mask"] = torch.randn(1, 4, n, n, generator=gen)
     else:
         kw["is_causal"] = True
-    plan = BlockPlan(rows=4, heads=heads_per_block)
+    plan = BlockPlan(rows=4, heads=heads_per_block, in_place=heads_per_block == 1)
     with torch.no_grad():
         got = single_pass_forward(
             module, x, kw.get("attn_mask"), kw.get("is_causal", False), None, plan, BlockRunner(1)
@@ -197,15 +199,16 @@ def test_batch_of_8_equals_8_single_calls(fc, reference, strategy):
         np.testing.assert_allclose(batch_item.probabilities, one.probabilities, atol=1e-5, rtol=0)
 
 
-def test_heads_grouped_per_block_as_on_accelerators(fc, reference):
-    """The accelerator layout (all heads of a block in one batched kernel), run on the CPU."""
+def test_accelerator_layout_on_the_cpu(fc, reference):
+    """The accelerator layout (all heads of a block in one batched kernel, the softmax into its
+    own buffer), run on the CPU: the same maps and forecasts as the CPU layout."""
     x = reference["x_0"]
     grid = fc.grid(len(x), HORIZON)
     rollout = AttentionRollout(fc.model)
     results = {}
     for grouped in (False, True):
         session = rollout.capture(grid=grid, keep_full=True, head_fusion="mean", strategy="single", chunk_size=50)
-        session._group_heads = grouped
+        session._accelerator_layout = grouped
         with session as cap:
             out = fc.predict(x, HORIZON)
         results[grouped] = (cap, out)
@@ -308,23 +311,31 @@ def test_forward_restored_when_the_attention_raises():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is False)")
 def test_strategies_on_cuda(fixture_dir, reference, fc):
+    """Every strategy on CUDA, a batch of 8: maps equal the CUDA exact path, forecasts the plain
+    CUDA forward, and the CPU's maps up to the device's rounding (cuDNN may run the patch
+    embedding in TF32)."""
     from attnviz.forecasters.vitime import ViTimeForecaster
 
     gpu = ViTimeForecaster.from_checkpoint(fixture_dir / "checkpoint.pth", device="cuda")
     series = series_batch(len(reference["x_0"]))
     grid = fc.grid(len(series[0]), HORIZON)
     kw = dict(grid=grid, keep_full=True, head_fusion="mean")
-    with AttentionRollout(fc.model).capture(strategy="exact", **kw) as ref:
+    with AttentionRollout(fc.model).capture(strategy="exact", **kw) as on_cpu:
         fc.predict_many(series, HORIZON)
     plain = gpu.predict_many(series, HORIZON)
+    caps = {}
     for strategy in ("exact", "chunked", "single"):
         with AttentionRollout(gpu.model).capture(strategy=strategy, **kw) as cap:
             out = gpu.predict_many(series, HORIZON)
+        caps[strategy] = cap
         assert set(cap.strategies.values()) == {strategy}
         for a, b in zip(out, plain):
             np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-4, rtol=0)
-        for layer in cap.layer_names:
-            for name in ("maps", "time_maps", "prefix_mass", "token_maps"):
-                got, want = getattr(cap, name)[layer], getattr(ref, name)[layer]
-                assert got.device.type == "cpu" and got.shape == want.shape
-                assert (got - want).abs().max().item() < 1e-4, (strategy, layer, name)
+    for layer in caps["exact"].layer_names:
+        for name in ("maps", "time_maps", "prefix_mass", "token_maps"):
+            want = getattr(caps["exact"], name)[layer]
+            assert want.device.type == "cpu" and want.shape == getattr(on_cpu, name)[layer].shape
+            assert (want - getattr(on_cpu, name)[layer]).abs().max().item() < 1e-3, (layer, name)
+            for strategy in ("chunked", "single"):
+                got = getattr(caps[strategy], name)[layer]
+                assert (got - want).abs().max().item() < 1e-5, (strategy, layer, name)
