@@ -1,4 +1,4 @@
-"""attnviz: see what ViT-style time-series forecasters (ViTime) look at.
+"""attnviz: see what ViT-style time-series forecasters (ViTime, VisionTS) look at.
 
 Public names are imported lazily so that ``import attnviz`` (and the CLI's ``--help``) stays
 fast; torch and timm load on first use.

@@ -191,7 +191,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="attnviz", description="See what ViT-style time-series forecasters (ViTime) attend to."
+        prog="attnviz", description="See what ViT-style time-series forecasters (ViTime, VisionTS) attend to."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
