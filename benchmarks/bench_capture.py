@@ -8,8 +8,11 @@
 by more than the 10-20 % being measured: the model is built once, every mode is warmed up once,
 then each round times every mode right next to a plain fused ``predict`` (the order inside a
 pair alternates between rounds) and keeps the ratio of that pair.  The table shows the median
-ratio over ``--pairs`` rounds (at least 5) with its min and max; single times are not shown as a
-result because they say more about the machine's load than about capture.
+ratio over ``--pairs`` rounds (at least 5) with its min and max, of wall time (what the targets
+are about) and of the process's CPU time (all threads; it moves less with other jobs' load).
+Median seconds are printed for context only: they say more about the machine's load than about
+capture.  ``--threads`` (default 2) sets ``torch.set_num_threads`` everywhere; the load average is
+printed at the start, after the memory runs and at the end.
 
 **Peak RSS** cannot be reset, so every mode runs in its own subprocess (model build, one warm-up
 call, one call), ``--memory-runs`` times (the allocator's peak varies by tens of MB between runs),
@@ -22,7 +25,8 @@ Modes (all ``predict`` of one 512-sample series, horizon 720, unless ``--batch``
 * ``plain``    predict with the fused attention kernel, no capture (the reference);
 * ``analyze``  ``attnviz.MultiHeadAttentionRollout(fc).analyze(series, horizon)`` with defaults;
 * ``capture``  predict under ``rollout.capture(grid=...)``: time maps of every layer, ``auto``;
-* ``single``, ``chunked``, ``exact``: the same capture with that strategy forced;
+* ``single``, ``chunked``, ``exact``: the same capture with that strategy forced (``exact``,
+  ~2x, only when asked for with ``--modes``);
 * ``naive``    (memory only) ``capture(keep_full=True, strategy="exact")``: every full map kept.
 
 ``--batch B`` adds rows ``capture xB``: ``predict_many`` of B series under capture against a
