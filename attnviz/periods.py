@@ -110,45 +110,103 @@ def empty_estimate(step: float = float("nan")) -> PeriodEstimate:
 DETRENDS = (None, "none", "logpoly", "linear")
 
 
-def detrend_curve(lags: np.ndarray, values: np.ndarray, method: str | None = "logpoly") -> np.ndarray:
-    """Remove the slow fall-off of a lag curve: 'logpoly' (cubic in log lag), 'linear' or None."""
-    if method not in DETRENDS:
-        raise ValueError(f"detrend must be one of {DETRENDS}, got {method!r}")
-    if method in (None, "none") or len(values) < 4:
-        return np.asarray(values, dtype=float)
+def _trend_basis(lags: np.ndarray, n: int, method: str) -> np.ndarray:
+    """Orthonormal basis (n, degree + 1) of the trend ``method`` fits on ``lags``."""
     if method == "logpoly" and np.all(lags > 0):
         x = np.log(lags)
-        degree = int(min(3, max(1, len(values) // 4)))
+        degree = int(min(3, max(1, n // 4)))
     else:
         x = np.asarray(lags, dtype=float)
         degree = 1
     x = (x - x.mean()) / (x.std() or 1.0)
-    coef = np.polyfit(x, values, degree)
-    return values - np.polyval(coef, x)
+    return np.linalg.qr(np.vander(x, degree + 1))[0]
+
+
+def detrend_curve(lags: np.ndarray, values: np.ndarray, method: str | None = "logpoly") -> np.ndarray:
+    """Remove the slow fall-off of a lag curve: 'logpoly' (cubic in log lag), 'linear' or None.
+
+    ``values`` is one curve (n,) or a stack of curves (rows, n) on the same lags: the least-squares
+    trend is a projection onto a basis that depends on the lags only, so a stack costs one
+    matrix product.
+    """
+    if method not in DETRENDS:
+        raise ValueError(f"detrend must be one of {DETRENDS}, got {method!r}")
+    values = np.asarray(values, dtype=float)
+    n = values.shape[-1]
+    if method in (None, "none") or n < 4:
+        return values
+    q = _trend_basis(np.asarray(lags, dtype=float), n, method)
+    return values - (values @ q) @ q.T
+
+
+def refine_peaks(lags: np.ndarray, values: np.ndarray, indices: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Parabolic interpolation of the peaks at ``indices``: (lags, heights) off the lag grid.
+
+    A parabola through each peak and its two neighbours; the offset is clipped to half a step
+    either way.  Peaks at either end, or where the curve is not strictly concave, keep their grid
+    point.
+    """
+    lags, values = np.asarray(lags, dtype=float), np.asarray(values, dtype=float)
+    idx = np.asarray(indices, dtype=int).reshape(-1)
+    peak_lags, heights = lags[idx].copy(), values[idx].copy()
+    inner = (idx > 0) & (idx < len(values) - 1)
+    i = idx[inner]
+    y0, y1, y2 = values[i - 1], values[i], values[i + 1]
+    denom = y0 - 2.0 * y1 + y2
+    concave = denom < 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        delta = np.where(concave, np.clip(0.5 * (y0 - y2) / denom, -0.5, 0.5), 0.0)
+    half_step = 0.5 * (lags[i + 1] - lags[i - 1])
+    peak_lags[inner] = np.where(concave, lags[i] + delta * half_step, lags[i])
+    heights[inner] = np.where(concave, y1 - 0.25 * (y0 - y2) * delta, y1)
+    return peak_lags, heights
 
 
 def refine_peak(lags: np.ndarray, values: np.ndarray, index: int) -> tuple[float, float]:
-    """Parabolic interpolation of the peak at ``index``: (lag, height) off the lag grid."""
-    if index <= 0 or index >= len(values) - 1:
-        return float(lags[index]), float(values[index])
-    y0, y1, y2 = values[index - 1], values[index], values[index + 1]
-    denom = y0 - 2.0 * y1 + y2
-    if not denom < 0:  # flat or not a maximum: keep the grid point
-        return float(lags[index]), float(y1)
-    delta = float(np.clip(0.5 * (y0 - y2) / denom, -0.5, 0.5))
-    half_step = 0.5 * (lags[index + 1] - lags[index - 1])
-    return float(lags[index] + delta * half_step), float(y1 - 0.25 * (y0 - y2) * delta)
+    """``refine_peaks`` for one peak: (lag, height)."""
+    lag, height = refine_peaks(lags, values, [index])
+    return float(lag[0]), float(height[0])
 
 
-def _tol(period: float, step: float, tolerance: float) -> float:
-    return min(max(0.5 * step, tolerance * period), 0.25 * period)
+def _tol(period: np.ndarray, step: float, tolerance: float) -> np.ndarray:
+    return np.minimum(np.maximum(0.5 * step, tolerance * period), 0.25 * period)
 
 
-def _match(peaks: np.ndarray, period: float, tol: float) -> np.ndarray:
-    """Multiple index of each peak for ``period`` (0 where no multiple is within ``tol``)."""
-    m = np.rint(peaks / period).astype(int)
-    ok = (m >= 1) & (np.abs(peaks - m * period) <= tol)
+def _match(peaks: np.ndarray, periods: np.ndarray, tol: np.ndarray) -> np.ndarray:
+    """(candidates, peaks) multiple index of each peak per period (0 where none is within ``tol``)."""
+    m = np.rint(peaks[None, :] / periods[:, None]).astype(np.int64)
+    ok = (m >= 1) & (np.abs(peaks[None, :] - m * periods[:, None]) <= tol[:, None])
     return np.where(ok, m, 0)
+
+
+SIEVE_BLOCK = 1 << 20  # candidate x peak entries per block: bounded memory on curves with many peaks
+
+
+def _sieve_block(
+    cands: np.ndarray, p: np.ndarray, w: np.ndarray, step: float, tolerance: float,
+    first: float, lo: float, last: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Score a block of candidate periods at once: (valid, period, explained, hit rate, multiples)."""
+    m = _match(p, cands, _tol(cands, step, tolerance))
+    valid = m.any(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        period = np.sum(w * m * p, axis=1) / np.sum(w * m**2, axis=1)  # refit through the origin
+    valid &= period >= lo * (1 - 1e-9)
+    period = np.where(valid, period, cands)  # rows dropped anyway; keeps the arithmetic finite
+    tol = _tol(period, step, tolerance)
+    m = _match(p, period, tol)
+    valid &= m.any(axis=1)
+    sel = m > 0
+    explained = np.sum(np.where(sel, w, 0.0), axis=1) / float(w.sum())
+    m_first = np.maximum(1, np.ceil((first - tol) / period - 1e-9)).astype(np.int64)
+    m_last = np.floor((last + tol) / period + 1e-9).astype(np.int64)
+    expected = np.maximum(1, m_last - m_first + 1)
+    counted = np.sort(np.where(sel & (m >= m_first[:, None]) & (m <= m_last[:, None]), m, 0), axis=1)
+    hits = (counted[:, 0] > 0).astype(np.int64) + np.sum(
+        (counted[:, 1:] != counted[:, :-1]) & (counted[:, 1:] > 0), axis=1
+    )  # distinct multiples hit
+    hit_rate = np.minimum(1.0, hits / expected)
+    return valid, period, explained, hit_rate, m
 
 
 def fundamental_from_peaks(
@@ -163,7 +221,7 @@ def fundamental_from_peaks(
     max_harmonic: int = 6,
     prefer_smaller_within: float = 0.05,
 ) -> tuple[float, np.ndarray, float, float, dict]:
-    """Harmonic sieve (see the module doc).
+    """Harmonic sieve (see the module doc), all candidates scored at once.
 
     Returns (fundamental, harmonics per peak, explained fraction, hit rate, {candidate: score}).
     ``first_lag`` is the smallest lag at which a peak could have been detected (defaults to
@@ -182,41 +240,26 @@ def fundamental_from_peaks(
     lo = float(2.0 * step if min_period is None else min_period)
     hi = float(np.max(p) if max_period is None else max_period)
     last = float(np.max(p))
-    total = float(w.sum())
-    results: list[tuple[float, float, float, float, np.ndarray]] = []
-    candidates = sorted({float(x / n) for x in p for n in range(1, max_harmonic + 1)})
-    for cand in candidates:
-        if cand < lo * (1 - 1e-9) or cand > hi * (1 + 1e-9):
-            continue
-        period = cand
-        m = _match(p, period, _tol(period, step, tolerance))
-        if not m.any():
-            continue
-        sel = m > 0
-        period = float(np.sum(w[sel] * m[sel] * p[sel]) / np.sum(w[sel] * m[sel] ** 2))
-        if period < lo * (1 - 1e-9):
-            continue
-        tol = _tol(period, step, tolerance)
-        m = _match(p, period, tol)
-        if not m.any():
-            continue
-        sel = m > 0
-        explained = float(w[sel].sum() / total)
-        m_first = max(1, int(np.ceil((first - tol) / period - 1e-9)))
-        m_last = int(np.floor((last + tol) / period + 1e-9))
-        expected = max(1, m_last - m_first + 1)
-        hits = len({int(x) for x in m[sel] if m_first <= x <= m_last})
-        hit_rate = min(1.0, hits / expected)
-        results.append((explained * hit_rate, period, explained, hit_rate, m))
-    if not results:
+    cands = np.unique(p[:, None] / np.arange(1, max_harmonic + 1)[None, :])  # sorted, distinct
+    cands = cands[(cands >= lo * (1 - 1e-9)) & (cands <= hi * (1 + 1e-9))]
+    rows = max(1, SIEVE_BLOCK // len(p))
+    blocks = [
+        _sieve_block(cands[i : i + rows], p, w, step, tolerance, first, lo, last)
+        for i in range(0, len(cands), rows)
+    ]
+    if not blocks:
         return nothing
-    best = max(r[0] for r in results)
-    near = [r for r in results if r[0] >= best * (1 - prefer_smaller_within)]
-    score, period, explained, hit_rate, m = min(near, key=lambda r: r[1])
+    valid, period, explained, hit_rate, m = (np.concatenate(parts) for parts in zip(*blocks))
+    if not valid.any():
+        return nothing
+    period, explained, hit_rate, m = period[valid], explained[valid], hit_rate[valid], m[valid]
+    score = explained * hit_rate
+    near = score >= score.max() * (1 - prefer_smaller_within)
+    pick = int(np.argmin(np.where(near, period, np.inf)))  # the smallest period among the near-best
     harmonics = np.zeros(len(peaks), dtype=int)
-    harmonics[np.flatnonzero(good)] = m
-    table = {round(r[1], 6): round(r[0], 6) for r in results}
-    return period, harmonics, explained, hit_rate, table
+    harmonics[np.flatnonzero(good)] = m[pick]
+    table = {round(a, 6): round(b, 6) for a, b in zip(period.tolist(), score.tolist())}
+    return float(period[pick]), harmonics, float(explained[pick]), float(hit_rate[pick]), table
 
 
 def _may_reach_prominence(values: np.ndarray, peaks: np.ndarray, least: float) -> np.ndarray:
@@ -240,6 +283,20 @@ def _may_reach_prominence(values: np.ndarray, peaks: np.ndarray, least: float) -
     return values[peaks] >= local_max[peaks]
 
 
+def _clean_curve(lags: Any, values: Any) -> tuple[np.ndarray, np.ndarray, float]:
+    """The finite part of one curve and its lag step; checks shapes and increasing lags."""
+    lags = np.asarray(lags, dtype=float).reshape(-1)
+    values = np.asarray(values, dtype=float).reshape(-1)
+    if lags.shape != values.shape:
+        raise ValueError(f"lags shape {lags.shape} does not match values shape {values.shape}")
+    finite = np.isfinite(lags) & np.isfinite(values)
+    lags, values = lags[finite], values[finite]
+    if len(lags) >= 2 and np.any(np.diff(lags) <= 0):
+        raise ValueError("lags must be strictly increasing")
+    step = float(np.median(np.diff(lags))) if len(lags) >= 2 else float("nan")
+    return lags, values, step
+
+
 def find_periods(
     lags: Any,
     values: Any,
@@ -259,19 +316,61 @@ def find_periods(
     is relative to the largest prominence found (both on the detrended curve).  Reported
     ``heights`` are values of the original curve at the refined peak lags.
     """
-    lags = np.asarray(lags, dtype=float).reshape(-1)
-    values = np.asarray(values, dtype=float).reshape(-1)
-    if lags.shape != values.shape:
-        raise ValueError(f"lags shape {lags.shape} does not match values shape {values.shape}")
-    finite = np.isfinite(lags) & np.isfinite(values)
-    lags, values = lags[finite], values[finite]
-    if len(lags) >= 2 and np.any(np.diff(lags) <= 0):
-        raise ValueError("lags must be strictly increasing")
-    step = float(np.median(np.diff(lags))) if len(lags) >= 2 else float("nan")
+    lags, values, step = _clean_curve(lags, values)
     if len(lags) < 3:
         return empty_estimate(step)
-    original = values
-    values = detrend_curve(lags, values, detrend)
+    return _estimate(
+        lags, values, detrend_curve(lags, values, detrend), step, min_prominence, rel_prominence,
+        min_period, max_period, tolerance, max_harmonic, detrend,
+    )
+
+
+_ESTIMATE_DEFAULTS = {
+    "min_prominence": None, "rel_prominence": 0.2, "min_period": None, "max_period": None,
+    "tolerance": 0.1, "max_harmonic": 6,
+}
+
+
+def find_periods_many(lags: Any, values: Any, **kwargs: Any) -> list[PeriodEstimate]:
+    """``find_periods`` on each row of ``values`` (rows, lags), detrending the rows in one product.
+
+    Rows without NaN share one trend fit (a basis of the lags); a row with NaN goes through
+    ``find_periods`` alone.  The estimates equal ``find_periods`` row by row (to rounding).
+    """
+    unknown = sorted(set(kwargs) - set(_ESTIMATE_DEFAULTS) - {"detrend"})
+    if unknown:
+        raise TypeError(f"find_periods_many() got unexpected keyword arguments {unknown}")
+    values = np.asarray(values, dtype=float)
+    lags = np.asarray(lags, dtype=float).reshape(-1)
+    if values.ndim != 2 or values.shape[1] != len(lags):
+        raise ValueError(f"values must have shape (rows, {len(lags)}), got {values.shape}")
+    whole = np.isfinite(values).all(axis=1)
+    out: list[PeriodEstimate | None] = [None] * len(values)
+    if whole.any():
+        clean_lags, _, step = _clean_curve(lags, values[np.flatnonzero(whole)[0]])
+        if len(clean_lags) == len(lags) and len(lags) >= 3:
+            detrend = kwargs.get("detrend", "logpoly")
+            options = {k: kwargs.get(k, v) for k, v in _ESTIMATE_DEFAULTS.items()}
+            residuals = detrend_curve(lags, values[whole], detrend)
+            for row, residual in zip(np.flatnonzero(whole), residuals):
+                out[row] = _estimate(lags, values[row], residual, step, detrend=detrend, **options)
+    return [est if est is not None else find_periods(lags, row, **kwargs) for est, row in zip(out, values)]
+
+
+def _estimate(
+    lags: np.ndarray,
+    original: np.ndarray,
+    values: np.ndarray,
+    step: float,
+    min_prominence: float | None,
+    rel_prominence: float,
+    min_period: float | None,
+    max_period: float | None,
+    tolerance: float,
+    max_harmonic: int,
+    detrend: str | None,
+) -> PeriodEstimate:
+    """Steps 1-3 of the module doc on one clean curve (``original``) and its residual (``values``)."""
     if min_prominence is not None and min_prominence > 0:
         idx = find_peaks(values)[0]
         idx = idx[_may_reach_prominence(values, idx, float(min_prominence))]
@@ -293,13 +392,12 @@ def find_periods(
         curvature = np.zeros_like(original)
         curvature[1:-1] = -(original[:-2] - 2.0 * original[1:-1] + original[2:])
         floor = 1e-9 * max(float(np.max(np.abs(original))), 1e-300)
-        near = np.array([curvature[max(i - 1, 0) : i + 2].max() for i in idx])
+        near = np.maximum(curvature[idx], np.maximum(curvature[idx - 1], curvature[idx + 1]))
         keep = near > floor
         idx, prom = idx[keep], prom[keep]
     if not len(idx):
         return empty_estimate(step)
-    refined = np.array([refine_peak(lags, values, int(i)) for i in idx])
-    peak_lags = refined[:, 0]
+    peak_lags = refine_peaks(lags, values, idx)[0]
     heights = np.interp(peak_lags, lags, original)
     fundamental, harmonics, explained, hit_rate, table = fundamental_from_peaks(
         peak_lags,

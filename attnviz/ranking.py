@@ -47,7 +47,7 @@ from scipy.signal import fftconvolve
 
 from .grid import TokenGrid
 from .lags import LagCurve, lag_curves, region_mask, to_numpy
-from .periods import PeriodEstimate, detrend_curve, empty_estimate, find_periods
+from .periods import PeriodEstimate, detrend_curve, empty_estimate, find_periods, find_periods_many
 
 
 FLAT_RELATIVE = 1e-10  # detrended residual below this fraction of the series' magnitude: flat
@@ -281,13 +281,39 @@ def _num(value: float) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a = a - a.mean()
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row of ``a`` (rows, n) with ``b`` (n,); 0 for a flat row."""
+    a = a - a.mean(axis=1, keepdims=True)
     b = b - b.mean()
-    da, db = np.sqrt(np.sum(a * a)), np.sqrt(np.sum(b * b))
-    if da <= 1e-15 * max(1.0, np.abs(a).max(initial=0.0)) or db == 0:
-        return 0.0
-    return float(np.clip(np.sum(a * b) / (da * db), -1.0, 1.0))
+    da, db = np.sqrt(np.sum(a * a, axis=1)), float(np.sqrt(np.sum(b * b)))
+    flat = da <= 1e-15 * np.maximum(1.0, np.abs(a).max(axis=1, initial=0.0))
+    if db == 0:
+        return np.zeros(len(a))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.clip(np.sum(a * b, axis=1) / (da * db), -1.0, 1.0)
+    return np.where(flat, 0.0, r)
+
+
+def head_agreements(lags: np.ndarray, values: np.ndarray, acf_values: np.ndarray) -> np.ndarray:
+    """Agreement of each lag curve (rows of ``values``) with the ACF's column view (module doc).
+
+    Both sides are linearly detrended over the lags where both are finite; NaN where fewer than
+    ``MIN_AGREEMENT_LAGS`` such lags exist.  Curves finite wherever the ACF is (the usual case)
+    are detrended together in one product.
+    """
+    lags, acf_values = np.asarray(lags, dtype=float), np.asarray(acf_values, dtype=float)
+    values = np.asarray(values, dtype=float).reshape(-1, len(lags))
+    out = np.full(len(values), np.nan)
+    acf_ok = np.isfinite(acf_values)
+    ok = np.isfinite(values) & acf_ok
+    whole = ok.sum(axis=1) == acf_ok.sum()
+    groups = [(np.flatnonzero(whole), acf_ok)] + [(np.array([i]), ok[i]) for i in np.flatnonzero(~whole)]
+    for rows, mask in groups:
+        if len(rows) and mask.sum() >= MIN_AGREEMENT_LAGS:
+            a = detrend_curve(lags[mask], values[rows][:, mask], "linear")
+            b = detrend_curve(lags[mask], acf_values[mask], "linear")
+            out[rows] = _pearson_rows(a, b)
+    return out
 
 
 def diagonal_query_counts(grid: TokenGrid, direction: str, region: str) -> np.ndarray:
@@ -326,19 +352,16 @@ def score_head(
     **period_kwargs: Any,
 ) -> tuple[float, float, float, float, PeriodEstimate]:
     """(score, agreement, consistency, clarity, head period) of one lag curve."""
-    values = np.asarray(curve.values, dtype=float)
-    lags = np.asarray(curve.lags, dtype=float)
-    acf_values = np.asarray(series.acf_curve.values, dtype=float)
-    ok = np.isfinite(values) & np.isfinite(acf_values)
-    if ok.sum() >= MIN_AGREEMENT_LAGS:
-        a = detrend_curve(lags[ok], values[ok], "linear")
-        b = detrend_curve(lags[ok], acf_values[ok], "linear")
-        agreement = _pearson(a, b)
-    else:
-        agreement = float("nan")
+    agreement = float(head_agreements(curve.lags, curve.values, series.acf_curve.values)[0])
     est = head_period(curve, reliable, **period_kwargs)
+    return (*_combine(agreement, est, series.period_samples, samples_per_col), est)
+
+
+def _combine(
+    agreement: float, est: PeriodEstimate, p_series: float, samples_per_col: float
+) -> tuple[float, float, float, float]:
+    """(score, agreement, consistency, clarity) from a head's agreement and period estimate."""
     clarity = float(est.score)
-    p_series = series.period_samples
     if not np.isfinite(p_series):
         consistency = 1.0
     elif not est.found:
@@ -349,7 +372,7 @@ def score_head(
         consistency = float(np.exp(-0.5 * gap**2))
     gate = max(agreement, 0.0) if np.isfinite(agreement) else 1.0
     score = gate * (0.1 + 0.9 * consistency) * (0.5 + 0.5 * clarity)
-    return float(score), float(agreement), float(consistency), clarity, est
+    return float(score), float(agreement), float(consistency), clarity
 
 
 def rank_heads(
@@ -384,28 +407,28 @@ def rank_heads(
     heads = list(num_heads) if num_heads is not None else [n_heads] * n_layers
     info = periodicity or series_periodicity(series, grid, acf_fraction, period_fraction)
     reliable = reliable_lags(grid, direction, region)
-    scores: list[HeadScore] = []
     all_curves = lag_curves(maps, grid, direction=direction, region=region)
-    for li, name in enumerate(names):
-        for h in range(int(heads[li])):
-            curve = LagCurve(all_curves.lags, all_curves.values[li, h])
-            score, agreement, consistency, clarity, est = score_head(
-                curve, info, grid.samples_per_col, reliable, **period_kwargs
+    pairs = [(li, h) for li in range(n_layers) for h in range(int(heads[li]))]
+    values = np.stack([all_curves.values[li, h] for li, h in pairs]) if pairs else np.zeros((0, grid.cols - 1))
+    agreements = head_agreements(all_curves.lags, values, info.acf_curve.values)
+    estimates = find_periods_many(np.asarray(all_curves.lags)[reliable], values[:, reliable], **period_kwargs)
+    scores: list[HeadScore] = []
+    for (li, h), agreement, est in zip(pairs, agreements, estimates):
+        score, agreement, consistency, clarity = _combine(agreement, est, info.period_samples, grid.samples_per_col)
+        scores.append(
+            HeadScore(
+                layer=names[li],
+                head=h,
+                score=score,
+                period_samples=float(est.fundamental_samples),
+                agreement=agreement,
+                consistency=consistency,
+                clarity=clarity,
+                layer_index=li,
+                n_peaks=est.n_peaks,
+                peaks=tuple(est.peaks.tolist()),
             )
-            scores.append(
-                HeadScore(
-                    layer=name,
-                    head=h,
-                    score=score,
-                    period_samples=float(est.fundamental_samples),
-                    agreement=agreement,
-                    consistency=consistency,
-                    clarity=clarity,
-                    layer_index=li,
-                    n_peaks=est.n_peaks,
-                    peaks=tuple(float(p) for p in est.peaks),
-                )
-            )
+        )
 
     def key(s: HeadScore) -> tuple:
         sc = s.score if np.isfinite(s.score) else -np.inf

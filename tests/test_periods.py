@@ -13,8 +13,10 @@ from attnviz.periods import (
     detrend_curve,
     empty_estimate,
     find_periods,
+    find_periods_many,
     fundamental_from_peaks,
     refine_peak,
+    refine_peaks,
 )
 
 
@@ -63,6 +65,77 @@ def test_no_usable_peak_gives_no_fundamental():
         assert len(harmonics) == len(peaks) and not harmonics.any()
     with pytest.raises(ValueError, match="weights shape"):
         fundamental_from_peaks([40, 80], [1.0], step=8)
+
+
+def _sieve_one_candidate_at_a_time(peaks, weights, step, min_period=None, max_period=None,
+                                    tolerance=0.1, max_harmonic=6, prefer=0.05):
+    """The module doc's harmonic sieve written out literally: one candidate period at a time."""
+    p, w = np.asarray(peaks, float), np.asarray(weights, float)
+    lo, hi, last = (2 * step if min_period is None else min_period), (max(p) if max_period is None else max_period), max(p)
+
+    def tol(period):
+        return min(max(0.5 * step, tolerance * period), 0.25 * period)
+
+    def match(period):
+        m = np.rint(p / period).astype(int)
+        return np.where((m >= 1) & (np.abs(p - m * period) <= tol(period)), m, 0)
+
+    results = []
+    for cand in sorted({x / n for x in p for n in range(1, max_harmonic + 1)}):
+        if not lo * (1 - 1e-9) <= cand <= hi * (1 + 1e-9) or not match(cand).any():
+            continue
+        m = match(cand)
+        period = np.sum(w * m * p) / np.sum(w * m**2)
+        if period < lo * (1 - 1e-9) or not match(period).any():
+            continue
+        m, t = match(period), tol(period)
+        first_m = max(1, int(np.ceil((step - t) / period - 1e-9)))
+        last_m = int(np.floor((last + t) / period + 1e-9))
+        hits = len({x for x in m[m > 0] if first_m <= x <= last_m})
+        explained, hit_rate = w[m > 0].sum() / w.sum(), min(1.0, hits / max(1, last_m - first_m + 1))
+        results.append((explained * hit_rate, period, explained, hit_rate, m))
+    if not results:
+        return None
+    best = max(r[0] for r in results)
+    return min((r for r in results if r[0] >= best * (1 - prefer)), key=lambda r: r[1])
+
+
+def test_vectorised_sieve_equals_the_literal_one_on_random_peak_sets():
+    """All candidates are scored at once; the answer is the one-at-a-time definition's."""
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(400):
+        n = int(rng.integers(1, 20))
+        step = float(rng.choice([1.0, 6.5, 16.0]))
+        base = rng.uniform(3, 150)
+        peaks = np.abs(np.concatenate([base * rng.integers(1, 7, n // 2) + rng.normal(0, 0.3 * step, n // 2),
+                                       rng.uniform(2, 900, n - n // 2)])) + 0.5
+        weights = rng.uniform(0.05, 1, n)
+        bounds = {"min_period": float(rng.uniform(2, 60))} if rng.random() < 0.3 else {}
+        want = _sieve_one_candidate_at_a_time(peaks, weights, step, **bounds)
+        period, harmonics, explained, hit_rate, _ = fundamental_from_peaks(peaks, weights, step=step, **bounds)
+        if want is None:
+            assert np.isnan(period)
+            continue
+        checked += 1
+        assert period == pytest.approx(want[1], rel=1e-12)
+        assert explained == pytest.approx(want[2], rel=1e-12) and hit_rate == want[3]
+        np.testing.assert_array_equal(harmonics, want[4])
+    assert checked > 300
+
+
+def test_the_sieve_scores_many_peaks_in_bounded_blocks(monkeypatch):
+    """Blocks of candidates (a long curve has thousands of peaks) give the answer of one block."""
+    import attnviz.periods as periods
+
+    rng = np.random.default_rng(3)
+    peaks = np.sort(rng.uniform(5, 5000, 300)) + 0.0
+    peaks[::3] = 50.0 * np.arange(1, len(peaks[::3]) + 1)
+    whole = fundamental_from_peaks(peaks, step=1.0)
+    monkeypatch.setattr(periods, "SIEVE_BLOCK", len(peaks) * 7)  # 7 candidates per block
+    blocked = fundamental_from_peaks(peaks, step=1.0)
+    assert blocked[0] == whole[0] and blocked[2:4] == whole[2:4] and blocked[4] == whole[4]
+    np.testing.assert_array_equal(blocked[1], whole[1])
 
 
 # ----- find_periods on curves ---------------------------------------------------------------------
@@ -161,6 +234,41 @@ def test_detrend_removes_exactly_what_it_models():
     np.testing.assert_array_equal(detrend_curve(lags, line, None), line)
     with pytest.raises(ValueError, match="detrend"):
         detrend_curve(lags, line, "quadratic")
+
+
+def test_find_periods_many_equals_find_periods_row_by_row():
+    """One shared trend fit for NaN-free rows, find_periods alone for a row with NaN."""
+    lags = np.arange(1, 90) * 8.0
+    rng = np.random.default_rng(0)
+    rows = [bumps(lags, [40 * k for k in range(1, 6)]) * np.exp(-lags / 400) + 0.01 * rng.normal(size=len(lags)),
+            bumps(lags, [56, 112, 168, 224]) + 0.5 * np.exp(-lags / 50),
+            np.exp(-lags / 100),  # a pure decay: no period
+            rng.normal(size=len(lags))]
+    with_nan = rows[0].copy()
+    with_nan[5:9] = np.nan
+    values = np.stack(rows + [with_nan])
+    for kwargs in ({}, {"detrend": None, "min_prominence": 0.05}, {"detrend": "linear", "max_harmonic": 3}):
+        many = find_periods_many(lags, values, **kwargs)
+        for row, est in zip(values, many):
+            one = find_periods(lags, row, **kwargs)
+            np.testing.assert_allclose(est.peaks, one.peaks, rtol=1e-9)
+            np.testing.assert_array_equal(est.harmonics, one.harmonics)
+            assert est.fundamental_samples == pytest.approx(one.fundamental_samples, rel=1e-9, nan_ok=True)
+            assert est.score == pytest.approx(one.score, rel=1e-9)
+    assert many[0].fundamental_samples == pytest.approx(40, abs=1) and not many[2].found
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        find_periods_many(lags, values, prominence=0.1)
+    with pytest.raises(ValueError, match="shape"):
+        find_periods_many(lags, values[:, :-1])
+
+
+def test_refine_peaks_equals_refine_peak_one_at_a_time():
+    lags = np.arange(20) * 4.0
+    values = np.sin(lags / 7.0) + 0.1 * np.cos(lags)
+    idx = [0, 3, 7, 11, 19]
+    many = refine_peaks(lags, values, idx)
+    for i, lag, height in zip(idx, *many):
+        assert (lag, height) == refine_peak(lags, values, i)
 
 
 def test_empty_estimate_serialises_nan_as_none():

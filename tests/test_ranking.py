@@ -11,12 +11,14 @@ import pytest
 
 from attnmaps import grid_77, periodic_kernel, row_normalise
 from attnviz.grid import TokenGrid
+from attnviz.lags import LagCurve, lag_curves
 from attnviz.ranking import (
     HeadScore,
     column_smoothed_acf,
     diagonal_query_counts,
     rank_heads,
     reliable_lags,
+    score_head,
     series_acf,
     series_periodicity,
 )
@@ -179,6 +181,27 @@ def test_ranking_finds_the_periodic_head():
     uniform = next(s for s in ranked if (s.layer, s.head) == ("a", 0))
     assert np.isnan(uniform.period_samples)
     json.dumps([s.to_dict() for s in ranked])
+
+
+def test_ranking_all_heads_at_once_equals_scoring_each_head_alone():
+    """rank_heads scores the stack of curves together; each head's numbers are score_head's."""
+    g = grid_77(512, 720, rows=4)
+    rng = np.random.default_rng(11)
+    maps = np.stack([row_normalise(periodic_kernel(g, p) * (1 + 0.2 * rng.uniform(size=(g.cols, g.cols))))
+                     for p in (64.0, 96.0, 150.0, 40.0)]).reshape(2, 2, g.cols, g.cols)
+    maps[1, 1, 40:, :] = np.nan  # a head whose later queries are unseen: its curve has NaN lags
+    series = np.sin(2 * np.pi * np.arange(512) / 96.0) + 0.1 * rng.normal(size=512)
+    info = series_periodicity(series, g)
+    curves = lag_curves(maps, g)
+    reliable = reliable_lags(g)
+    for s in rank_heads(maps, g, series, ["a", "b"]):
+        curve = LagCurve(curves.lags, curves.values[s.layer_index, s.head])
+        score, agreement, consistency, clarity, est = score_head(curve, info, g.samples_per_col, reliable)
+        assert s.score == pytest.approx(score, rel=1e-9, abs=1e-12)
+        assert s.agreement == pytest.approx(agreement, rel=1e-9, abs=1e-12)
+        assert (s.consistency, s.clarity) == pytest.approx((consistency, clarity), rel=1e-9, abs=1e-12)
+        assert s.period_samples == pytest.approx(est.fundamental_samples, rel=1e-9, nan_ok=True)
+    assert np.isnan(curves.values[1, 1]).any()
 
 
 def test_padded_heads_are_skipped_and_ties_keep_model_order():
