@@ -112,6 +112,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 "forecast": res.forecast.forecast.tolist(),
             },
         )
+    notes += report.notes
     if report.replaced:
         notes.append(f"replaced {report.replaced} file(s) of an earlier run in {args.out}")
     for note in notes:

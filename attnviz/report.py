@@ -10,15 +10,20 @@
   every path written is resolved and checked to lie inside the output folder.
 * **One folder, one run.** Figures are drawn into a private staging folder inside the output
   folder (its creation is also the write check, with a unique name, so concurrent runs never
-  trip over a shared probe file). :meth:`ReportWriter.finish` then, under a lock, removes the
-  files an earlier run listed in its ``summary.json`` (and earlier figures of the same name),
-  moves the new files in and writes ``summary.json`` listing exactly them. An interrupted run
-  leaves the folder as it was.
+  trip over a shared probe file). Each file is written once per run (a name twice is an error).
+  :meth:`ReportWriter.finish` checks everything staged first, then, under a lock, moves aside the
+  files an earlier run listed in its ``summary.json``, moves the new files in and writes
+  ``summary.json`` listing exactly them; only when all of that worked are the earlier files
+  deleted (on any failure they are put back). An interrupted or failed run leaves the folder as
+  it was.
+* **Only attnviz's own files are deleted.** ``summary.json`` carries ``"generator": "attnviz"``;
+  only the plain file names listed by a summary with that marker, in the same folder, are ever
+  removed. A ``summary.json`` without it (another program's, or an older attnviz's) is replaced,
+  the files it lists are left alone, and :attr:`ReportWriter.notes` says so.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -30,6 +35,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from .grid import check_reference_periods  # the one check of reference periods, re-exported
 from .jsonutil import to_jsonable
 
 __all__ = [
@@ -45,12 +51,14 @@ __all__ = [
 ]
 
 SUMMARY = "summary.json"
+#: ``summary.json["generator"]``: the marker that lets a later run delete the files it lists.
+GENERATOR = "attnviz"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 def check_name(name: Any) -> str:
     """``name`` if it is a plain file-name part: letters, digits, '_', '.', '-' (no separators, no '..')."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+    if not _is_plain(name):
         raise ValueError(
             f"name must be a plain name of at most 100 letters, digits, '_', '.' or '-' "
             f"(no path separators, no '..'), got {name!r}"
@@ -58,24 +66,22 @@ def check_name(name: Any) -> str:
     return name
 
 
-def check_reference_periods(periods: Any) -> tuple[float, ...]:
-    """Reference periods as positive finite floats (samples); () when none are given."""
-    values = tuple(float(p) for p in (periods or ()))
-    bad = [p for p in values if not (math.isfinite(p) and p > 0)]
-    if bad:
-        raise ValueError(f"reference periods must be positive finite numbers of samples, got {bad[0]!r}")
-    return values
+def _is_plain(name: Any) -> bool:
+    return isinstance(name, str) and bool(_NAME.fullmatch(name)) and ".." not in name
 
 
 def resolve_heads(res: Any, heads: str | Sequence[tuple[str | int, int]], top_k: int = 3) -> list[tuple[str, int]]:
     """``"auto"`` -> the ``top_k`` best-ranked heads; else (layer name or index, head) pairs checked
-    against the result (errors name the layer's range). ``top_k`` is clipped to the heads there are."""
+    against the result (errors name the layer's range), each head once in the order first named.
+    ``top_k`` is clipped to the heads there are."""
     if heads == "auto":
         return [(h.layer, int(h.head)) for h in res.ranked_heads[: max(int(top_k), 1)]]
     chosen: list[tuple[str, int]] = []
     for layer, head in heads:
         li, h = res.head_index(layer, head)
-        chosen.append((res.layer_names[li], h))
+        pair = (res.layer_names[li], int(h))
+        if pair not in chosen:  # one head named twice (or by index and by name) is drawn once
+            chosen.append(pair)
     return chosen
 
 
@@ -158,6 +164,9 @@ class ReportWriter:
         except OSError as exc:
             raise ValueError(f"output directory {self.out_dir} is not writable: {exc.strerror or exc}") from None
         self.finished = False
+        self.replaced = 0  # files of an earlier run removed by finish()
+        self.notes: list[str] = []  # one-line notes on what finish() left or replaced
+        self._keep_stage = False  # set when the earlier run's files could not be put back
 
     # ----- context manager: an interrupted run leaves the folder as it was -------------------------
     def __enter__(self) -> "ReportWriter":
@@ -168,8 +177,9 @@ class ReportWriter:
             self.abort()
 
     def abort(self) -> None:
-        """Drop everything staged so far."""
-        shutil.rmtree(self.stage, ignore_errors=True)
+        """Drop everything staged so far (but never the earlier run's files moved aside)."""
+        if not self._keep_stage:
+            shutil.rmtree(self.stage, ignore_errors=True)
         self.finished = True
 
     # ----- figures ---------------------------------------------------------------------------------
@@ -194,22 +204,35 @@ class ReportWriter:
     ) -> str:
         """Save ``fig`` as ``experiment_<name>_<suffix>.png`` (closing it); returns the file name."""
         filename = self.filename(suffix)
+        self._check_new(filename)
         self.plotter.save(fig, self._staged(filename))
         return self._record(filename, kind, reference_periods, layer, head)
 
     def _record(self, filename: str, kind: str, reference_periods: Sequence[float], layer: str | None, head: int | None) -> str:
+        self._check_new(filename)
         self.records.append(FigureRecord(filename, kind, layer, head, check_reference_periods(reference_periods)))
         return filename
+
+    def _check_new(self, filename: str) -> None:
+        """A file name is written once per run: a second figure of that name is an error."""
+        if filename == SUMMARY or any(r.file == filename for r in self.records):
+            raise ValueError(
+                f"{filename!r} is already part of this run ({self.name!r}): every file is written once "
+                f"(a head or figure named twice?)"
+            )
 
     def add_table(self, filename: str, text: str) -> str:
         """A table (CSV text) written under its own plain ``filename``, listed in ``files``."""
         check_name(filename)
+        self._check_new(filename)
         self._staged(filename).write_text(text)
         return self._record(filename, "table", (), None, None)
 
     def head_figure(self, res: Any, layer: str, head: int, reference_periods: Sequence[float] = ()) -> str:
         """Heat map + lag curve of one head (reference periods only when given)."""
         periods = check_reference_periods(reference_periods)
+        if any(r.kind == "head" and r.layer == layer and r.head == int(head) for r in self.records):
+            raise ValueError(f"{layer} head {head} is already drawn in this run ({self.name!r}): name each head once")
         path = self.plotter.save_head(res, layer, head, self.stage, experiment=self.name, reference_periods=periods)
         self._staged(Path(path).name)  # the plotter named it inside the stage folder
         return self._record(Path(path).name, "head", periods, layer, int(head))
@@ -252,6 +275,7 @@ class ReportWriter:
         """An explorer page as ``experiment_<name>_explorer.html``: ``write(path)`` writes it
         into the staging folder (any page of :mod:`attnviz.explorer`)."""
         filename = f"experiment_{self.name}_explorer.html"
+        self._check_new(filename)
         write(self._staged(filename))
         return self._record(filename, "explorer", reference_periods, None, None)
 
@@ -276,45 +300,107 @@ class ReportWriter:
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
         """Move the staged files in, replacing the earlier run's, and write ``summary.json``.
 
-        The summary gets ``figures`` (one record per figure, with its ``reference_periods``) and
-        ``files`` (their paths); returns what was written."""
+        The summary gets ``generator`` (``"attnviz"``), ``figures`` (one record per figure, with
+        its ``reference_periods``) and ``files`` (their paths); returns what was written.  All
+        checks come before anything in the folder changes; a failure while moving puts the
+        earlier run's files back and leaves the folder as it was."""
         if self.finished:
             raise RuntimeError("this report was already finished or aborted")
-        summary = dict(summary)
+        self._check_staged()
+        summary = {"generator": GENERATOR, **summary}
+        summary["generator"] = GENERATOR
         summary["figures"] = [r.to_dict() for r in self.records if r.kind != "table"]
         summary["files"] = [str(self.out_dir / r.file) for r in self.records]
         text = json.dumps(to_jsonable(summary), indent=1) + "\n"
         (self.stage / SUMMARY).write_text(text)
         with _folder_lock(self.out_dir):
-            self.replaced = self._remove_earlier_run()
-            for record in self.records:
-                os.replace(self.stage / record.file, self.out_dir / record.file)
-            os.replace(self.stage / SUMMARY, self.out_dir / SUMMARY)
+            self.replaced = self._swap_in(self._earlier_run())
         shutil.rmtree(self.stage, ignore_errors=True)
         self.finished = True
         return summary
 
-    def _remove_earlier_run(self) -> int:
-        """Delete what an earlier run left: the files its summary listed, and this name's figures."""
-        stale: set[Path] = set(self.out_dir.glob(f"experiment_{self.name}_*"))
+    def _check_staged(self) -> None:
+        """Every recorded file once, staged as a plain file (before the folder is touched)."""
+        names = [r.file for r in self.records]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"this run ({self.name!r}) lists {twice[0]!r} twice: every file is written once")
+        missing = [n for n in names if not (self.stage / n).is_file()]
+        if missing:
+            raise ValueError(f"this run ({self.name!r}) recorded {missing[0]!r} but never wrote it")
+
+    def _earlier_run(self) -> set[str]:
+        """Plain names of the files the earlier run's ``summary.json`` lists, if attnviz wrote it."""
         previous = self.out_dir / SUMMARY
-        if previous.is_file():
+        if not previous.is_file():
+            return set()
+        try:
+            data = json.loads(previous.read_text())
+        except (OSError, ValueError):
+            data = None
+        listed = data.get("files") if isinstance(data, dict) else None
+        listed = listed if isinstance(listed, list) else []
+        if not isinstance(data, dict) or data.get("generator") != GENERATOR:
+            left = f"; left the {len(listed)} file(s) it lists" if listed else ""
+            self.notes.append(
+                f"{previous} had no \"generator\": \"{GENERATOR}\" marker (another program's, or an older "
+                f"attnviz's): replaced it{left}"
+            )
+            return set()
+        stale = set()
+        for item in listed:
+            name = Path(str(item)).name  # the summary and its files share a folder
+            path = self.out_dir / name
+            if _is_plain(name) and name != SUMMARY and (path.is_symlink() or path.is_file()):
+                stale.add(name)
+        return stale
+
+    def _swap_in(self, stale: set[str]) -> int:
+        """Move ``stale`` and whatever the new files would overwrite aside, the new files in, then
+        drop what was moved aside; on failure undo every move.  Returns how many stale files went."""
+        aside = self.stage / ".earlier"  # a name no plain run file can have
+        aside.mkdir()
+        new = [r.file for r in self.records] + [SUMMARY]
+        moved_out: list[str] = []
+        moved_in: list[str] = []
+        try:
+            for name in sorted(stale) + [n for n in new if n not in stale]:
+                path = self.out_dir / name
+                if path.is_symlink() or path.is_file():
+                    os.replace(path, aside / name)
+                    moved_out.append(name)
+            for name in new:
+                os.replace(self.stage / name, self.out_dir / name)
+                moved_in.append(name)
+        except OSError as exc:
+            self._undo(moved_in, moved_out, aside)
+            raise ValueError(
+                f"could not move this run's files into {self.out_dir} ({exc.strerror or exc}); "
+                f"the folder was left as it was"
+            ) from None
+        except BaseException:
+            self._undo(moved_in, moved_out, aside)
+            raise
+        return len(stale.intersection(moved_out))
+
+    def _undo(self, moved_in: list[str], moved_out: list[str], aside: Path) -> None:
+        """Put the folder back: the new files out again, the earlier files in again."""
+        failed = []
+        for name in reversed(moved_in):
             try:
-                listed = json.loads(previous.read_text()).get("files", [])
-            except (OSError, ValueError, AttributeError):
-                listed = []
-            for item in listed if isinstance(listed, list) else []:
-                path = self.out_dir / Path(str(item)).name  # a bare name: never outside the folder
-                if path.name not in (SUMMARY, "", ".", ".."):
-                    stale.add(path)
-        removed = 0
-        for path in stale:
+                os.replace(self.out_dir / name, self.stage / name)
+            except OSError:
+                failed.append(name)
+        for name in reversed(moved_out):
             try:
-                path.unlink()
-                removed += 1
-            except FileNotFoundError:
-                pass
-        return removed
+                os.replace(aside / name, self.out_dir / name)
+            except OSError:
+                failed.append(name)
+        if failed:  # keep the stage: it may hold the only copy of an earlier file
+            self._keep_stage = True
+            raise ValueError(
+                f"could not restore {self.out_dir}: {len(failed)} file(s) (e.g. {failed[0]!r}) are in {aside}"
+            )
 
 
 def write_report(
