@@ -156,15 +156,18 @@ def _device(name: str) -> str:
 
 
 def cmd_experiments(args: argparse.Namespace, configured: str | None = None) -> int:
-    from .experiments import EXPERIMENTS, format_table, run_experiments
+    from .experiments import EXPERIMENTS, VISIONTS_REFUSAL, format_table, run_experiments
 
+    if getattr(args, "model", "vitime") == "visionts":  # before loading anything
+        raise UserError(f"--model visionts: {VISIONTS_REFUSAL}")
     # "a b" and "a,b" both work: people type either.
     only = [name for item in args.only for name in item.split(",") if name] if args.only else None
     unknown = [n for n in (only or []) if n not in EXPERIMENTS]
     if unknown:
         raise UserError(f"unknown experiment(s) {', '.join(unknown)}; available: {', '.join(EXPERIMENTS)}")
     fc = load_model(args, configured)
-    print(f"model: {fc.source} ({fc.config.describe()})", file=sys.stderr)
+    config = getattr(fc, "config", None)
+    print(f"model: {fc.source}" + (f" ({config.describe()})" if config is not None else ""), file=sys.stderr)
     outcomes = run_experiments(fc, Path(args.out), only)
     print(format_table(outcomes))
     return 0

@@ -3,6 +3,12 @@
 Each experiment names its signal, geometry, heads and the effect it expects; running it writes
 PNG figures and a ``summary.json`` (expected effect, observed peaks in samples, ranked heads,
 verdict) into ``<out>/<name>/``.
+
+The experiments are ViTime's: their expectations (peaks at multiples of a period along the time
+columns, a sweep of periods 16..256 and two datasets of their own cycle lengths, all at one
+tolerance of one token column) assume a grid whose columns are consecutive time spans.  A
+VisionTS folds the series by one periodicity ``P`` given up front, so a single ``P`` cannot fit
+every experiment's signal; :class:`ExperimentRunner` refuses it (explain a VisionTS instead).
 """
 from __future__ import annotations
 
@@ -187,6 +193,22 @@ def curve_period_strength(lags: np.ndarray, values: np.ndarray, period: float, m
     return float(np.mean(picks)) if picks else 0.0
 
 
+#: Why the experiments do not run on a VisionTS (one line: the CLI prints it as its error).
+VISIONTS_REFUSAL = (
+    "the built-in experiments are ViTime's: their expected periods and one-column tolerances assume "
+    "ViTime's time grid, not a series folded by one --periodicity (explain a VisionTS with "
+    "'attnviz explain --model visionts')"
+)
+
+
+def check_experiment_forecaster(forecaster: Any) -> None:
+    """Refuse a VisionTS forecaster (see the module doc), before any forward."""
+    from .forecasters.visionts import VisionTSForecaster
+
+    if isinstance(forecaster, VisionTSForecaster):
+        raise ValueError(VISIONTS_REFUSAL)
+
+
 def select_heads(res: Any, exp: Experiment) -> list[tuple[str, int]]:
     return resolve_heads(res, exp.heads, exp.top_k)
 
@@ -198,6 +220,7 @@ class ExperimentRunner:
         from .analysis import MultiHeadAttentionRollout
         from .plotting import Plotter
 
+        check_experiment_forecaster(forecaster)
         self.forecaster = forecaster
         self.out_dir = Path(out_dir)
         self.plotter = plotter or Plotter()
@@ -356,7 +379,7 @@ class ExperimentRunner:
             res = self.analyze(f"sinusoid:{p}", sinusoid(exp.length, p), exp.horizon)
             top = res.ranked_heads[0]
             rows.append({"true": float(p), "detected": top.period_samples, "layer": top.layer, "head": int(top.head)})
-        spc = (exp.length + exp.horizon) / self.forecaster.config.cols
+        spc = res.grid.samples_per_col  # one token column of the sweep's calls (all one length)
         detected = np.array([r["detected"] for r in rows], dtype=float)
         true = np.array(periods, dtype=float)
         ok = np.abs(detected - true) <= np.maximum(spc, 0.08 * true)
