@@ -427,6 +427,8 @@ class HeadAblator:
             raise ValueError(f"draws must be a positive int, got {draws!r}")
         if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0 < confidence < 1:
             raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seed must be an int >= 0 (it seeds numpy's generators), got {seed!r}")
         total = len(self.all_heads)
         ks = [] if heads is not None else [top_k] if isinstance(top_k, numbers.Integral) else list(top_k)
         for name, k in [("k", k) for k in ks] + ([("random_k", random_k)] if random_k is not None else []):

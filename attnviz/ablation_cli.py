@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .argtypes import non_negative_int, positive_int, unit_float
+from .argtypes import non_negative_int, open_unit_float, positive_int
 from .cli import UserError, _add_model_args, load_model, load_series, parse_heads
 
 __all__ = ["add_ablate_parser", "cmd_ablate", "plot_ablation"]
@@ -48,12 +48,13 @@ def add_ablate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--random", type=positive_int, default=None, metavar="K",
                    help="random heads per draw (default: as many as ablated)")
     p.add_argument("--draws", type=positive_int, default=20, help="random draws (default 20)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random draws (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random draws (default 0)")
     p.add_argument("--mode", choices=["mean", "zero"], default="mean",
                    help="replace a head's output by its per-position mean over the reference set, or by 0")
     p.add_argument("--reference-count", type=positive_int, default=32,
                    help="held-out harmonic mixtures (same length and horizon) for --mode mean (default 32)")
-    p.add_argument("--confidence", type=unit_float, default=0.95, help="interval over the draws (default 0.95)")
+    p.add_argument("--confidence", type=open_unit_float, default=0.95,
+                   help="interval over the draws, strictly between 0 and 1 (default 0.95)")
     p.add_argument("--out", default="attnviz-ablate", help="output directory")
     _add_model_args(p)
     p.set_defaults(func=cmd_ablate)
@@ -76,6 +77,20 @@ def _series_and_truth(args: argparse.Namespace) -> tuple[Any, Any, str, Any]:
     return values[: -args.horizon], values[-args.horizon :], label, rows
 
 
+def check_head_counts(args: argparse.Namespace, ablator: Any, chosen: Any) -> None:
+    """What needs the model's head count: --heads in range, --top-k and --random at most all heads."""
+    if chosen != "auto":
+        try:
+            ablator.resolve(chosen)
+        except ValueError as exc:  # names the layer and its heads
+            raise UserError(f"--heads: {exc}") from None
+    total = len(ablator.all_heads)
+    flags = ([("--top-k", args.top_k)] if chosen == "auto" else []) + [("--random", args.random)]
+    for flag, k in flags:
+        if k is not None and k > total:
+            raise UserError(f"{flag} {k}: the model has {total} heads in its attention layers; give at most {total}")
+
+
 def cmd_ablate(args: argparse.Namespace) -> int:
     from .ablation import HeadAblator
     from .ranking import RankingCaveatWarning
@@ -88,8 +103,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     with ReportWriter(Path(args.out), "ablate") as report:  # checks --out before any work
         fc = load_model(args)
         ablator = HeadAblator(fc)
-        if chosen != "auto":
-            ablator.resolve(chosen)  # bad heads fail here, before the reference forwards
+        check_head_counts(args, ablator, chosen)  # before the reference forwards
         with warnings.catch_warnings():  # ranking caveats: printed below as one-line notes
             warnings.simplefilter("ignore", RankingCaveatWarning)
             comparison = ablator.compare(
@@ -111,7 +125,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             "ablation": row.result.to_dict(include_forecasts=True),
             "comparison": comparison.to_dict(),
         })
-    for note in notes:
+    for note in notes + report.notes:
         print(f"attnviz ablate: note: {note}", file=sys.stderr)
     lo, hi = row.interval
     print(f"{len(row.result.heads)} heads ({args.mode}-ablated): error change {row.chosen_change:+.4f}; "

@@ -36,6 +36,11 @@ def unit_float(text: str) -> float:
     return _checked(text, float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 
 
+def open_unit_float(text: str) -> float:
+    """A number strictly between 0 and 1 (confidence levels)."""
+    return _checked(text, float, lambda v: 0.0 < v < 1.0, "a number strictly between 0 and 1")
+
+
 def column_list(text: str) -> tuple[int, ...]:
     """Comma-separated positive integers, e.g. ``1,2,4``."""
     return _checked(
