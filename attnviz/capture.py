@@ -17,8 +17,9 @@ probabilities sit behind one interface (the arithmetic is in :mod:`attnviz.captu
     probabilities within 3e-7, argmax forecasts identical).  Used only where that is provably faithful: the module runs
     timm's own ``Attention.forward`` (not overridden, not patched on the instance, no unknown
     submodules, default scale, no q/k norm with running statistics), the installed timm's forward
-    equals ours on a self-check, and per call no attention dropout is active and autograd is not
-    recording (the blocks are written into reused buffers).  Elsewhere ``chunked`` (or ``exact``).
+    equals ours on a self-check, and per call no attention dropout is active, autograd is not
+    recording (the blocks are written into reused buffers) and ``torch.autocast`` is off (the
+    fused kernel would compute in its lower precision).  Elsewhere ``chunked`` (or ``exact``).
 ``chunked``
     The model keeps its fused kernel, so its output is bitwise unchanged.  A forward hook on
     ``attn.qkv`` reads the q and k the forward computes anyway and recomputes the probabilities

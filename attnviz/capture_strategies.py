@@ -80,12 +80,34 @@ def single_blocker(module: Attention) -> str | None:
 
 
 def call_blocker(module: Attention, x: torch.Tensor) -> str | None:
-    """Why one call cannot run single-pass (dropout on the probabilities, autograd), or None."""
+    """Why one call cannot run single-pass (dropout on the probabilities, autograd, autocast), or None."""
     if module.training and float(module.attn_drop.p) > 0:
         return "attention dropout is active (training mode)"
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters())):
         return "autograd is recording (run under torch.no_grad() or torch.inference_mode())"
+    if autocast_enabled(x.device.type):
+        return (
+            f"torch.autocast is on for {x.device.type} ({autocast_dtype(x.device.type)}): the model's kernel "
+            "would compute attention in that precision, single-pass computes it in float32"
+        )
     return None
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """Is ``torch.autocast`` active for ``device_type`` in this thread?"""
+    try:
+        return bool(torch.is_autocast_enabled(device_type))
+    except TypeError:  # pragma: no cover - torch < 2.4 takes no device type
+        if device_type == "cpu":
+            return bool(torch.is_autocast_cpu_enabled())
+        return device_type == "cuda" and bool(torch.is_autocast_enabled())
+
+
+def autocast_dtype(device_type: str) -> str:
+    try:
+        return str(torch.get_autocast_dtype(device_type)).replace("torch.", "")
+    except (AttributeError, TypeError, RuntimeError):  # pragma: no cover - torch < 2.4
+        return "lower precision"
 
 
 @functools.lru_cache(maxsize=None)
@@ -95,10 +117,11 @@ def timm_forward_mirrored() -> bool:
     Checked once per process on a tiny module (CPU, float32, global RNG untouched), with the
     fused kernel and without, so that a timm release that changes its forward switches the
     ``single`` strategy off instead of silently computing something else (also when the check
-    itself fails to run there).
+    itself fails to run there).  Autocast is off for the check: a first capture under a caller's
+    autocast must not switch ``single`` off for the whole process.
     """
     try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), torch.autocast("cpu", enabled=False):
             torch.manual_seed(0)
             module = Attention(16, num_heads=2, qkv_bias=True).eval()
             x = torch.randn(2, 7, 16)
