@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.perf_counter() - start
         if mode == args.modes[0]:
             base = cmp.rows[0].result
-            print(f"unablated MAE {base.mae_baseline:.4f}; top-10 ranked heads: "
-                  + ", ".join(f"{layer}:{head}" for layer, head in cmp.rows[-1].result.heads[:10]))
+            ranked = widest(cmp.rows).result.heads  # the largest --ks value, wherever it was given
+            print(f"unablated MAE {base.mae_baseline:.4f}; top-{len(ranked)} ranked heads: "
+                  + ", ".join(f"{layer}:{head}" for layer, head in ranked))
         for r in cmp.rows:
             rows.append((mode, r))
         print(f"({mode}: {elapsed:.0f} s)")
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             Plotter().save(plot_ablation(cmp, history, row=0, label="seed signal"), path)
             print(f"wrote {path}")
     if args.single_heads:
-        top = rows[-1][1].result
+        top = widest([r for mode, r in rows if mode == args.modes[0]]).result
         ranked = [(h.layer, int(h.head)) for h in top.baseline_analysis.ranked_heads]
         single_heads(ablator, history, truth, args.modes[0], args.reference_count, top.heads, ranked)
     print()
@@ -85,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {mode} | {r.k} | {r.chosen_change:+.4f} | {np.median(rc):+.4f} | [{lo:+.4f}, {hi:+.4f}] "
               f"| {rc.mean():+.4f} [{mlo:+.4f}, {mhi:+.4f}] | {r.p_value:.3f} | {worse}/{len(rc)} |")
     return 0
+
+
+def widest(rows):
+    """The comparison row of the most top-ranked heads (the largest k)."""
+    return max(rows, key=lambda r: len(r.result.heads))
 
 
 def single_heads(ablator, history, truth, mode, reference_count, cmp_heads, ranked) -> None:
