@@ -95,11 +95,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from .ablation import HeadAblator
     from .ranking import RankingCaveatWarning
     from .report import ReportWriter, model_label
+    from .validation import as_series
 
     if args.holdout and not args.csv:
         raise UserError("--holdout is for --csv (with --expr the truth is the expression continued)")
     chosen = parse_heads(args.heads) if args.heads else "auto"
     history, truth, label, rows = _series_and_truth(args)
+    as_series(history, f"the history (--length {args.length})" if args.expr else "the history (the CSV rows used)")
     with ReportWriter(Path(args.out), "ablate") as report:  # checks --out before any work
         fc = load_model(args)
         ablator = HeadAblator(fc)

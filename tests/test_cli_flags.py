@@ -71,6 +71,12 @@ def test_ablate_flags_fail_at_parsing_naming_the_flag(capsys, tmp_path, no_model
     assert not (tmp_path / "out").exists()
 
 
+def test_ablate_checks_the_history_before_loading(capsys, tmp_path, no_model):
+    argv = ablate(tmp_path)
+    argv[argv.index("--length") + 1] = "1"
+    assert run_error(capsys, argv) == "attnviz: error: the history (--length 1) has 1 sample; need at least 2"
+
+
 @pytest.mark.parametrize("extra, expected", [
     (["--top-k", "999"], "attnviz: error: --top-k 999: the model has 16 heads in its attention layers; give at most 16"),
     (["--top-k", "2", "--random", "17"], "attnviz: error: --random 17: the model has 16 heads"),
