@@ -37,7 +37,7 @@ peak was found.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d
@@ -66,7 +66,12 @@ class PeriodEstimate:
     hit_rate: float
     score: float
     step: float
-    candidates: dict = field(default_factory=dict, repr=False, compare=False)
+    candidate_scores: tuple = field(default=(), repr=False, compare=False)  # (periods, scores) of the sieve
+
+    @property
+    def candidates(self) -> dict[float, float]:
+        """Every candidate period the sieve scored and its score, both rounded to 6 decimals."""
+        return _candidate_table(*self.candidate_scores) if self.candidate_scores else {}
 
     @property
     def peaks_samples(self) -> np.ndarray:
@@ -173,9 +178,10 @@ def _tol(period: np.ndarray, step: float, tolerance: float) -> np.ndarray:
 
 
 def _match(peaks: np.ndarray, periods: np.ndarray, tol: np.ndarray) -> np.ndarray:
-    """(candidates, peaks) multiple index of each peak per period (0 where none is within ``tol``)."""
-    m = np.rint(peaks[None, :] / periods[:, None]).astype(np.int64)
-    ok = (m >= 1) & (np.abs(peaks[None, :] - m * periods[:, None]) <= tol[:, None])
+    """(rows, peaks) multiple index of each row's peaks for its period (0 where none is within
+    ``tol``); padding peaks at lag 0 never match."""
+    m = np.rint(peaks / periods[:, None]).astype(np.int64)
+    ok = (m >= 1) & (np.abs(peaks - m * periods[:, None]) <= tol[:, None])
     return np.where(ok, m, 0)
 
 
@@ -183,10 +189,11 @@ SIEVE_BLOCK = 1 << 20  # candidate x peak entries per block: bounded memory on c
 
 
 def _sieve_block(
-    cands: np.ndarray, p: np.ndarray, w: np.ndarray, step: float, tolerance: float,
-    first: float, lo: float, last: float,
+    cands: np.ndarray, p: np.ndarray, w: np.ndarray, total: np.ndarray, last: np.ndarray,
+    step: float, tolerance: float, first: float, lo: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Score a block of candidate periods at once: (valid, period, explained, hit rate, multiples)."""
+    """Score candidate periods, one per row with that row's peaks ``p`` and weights ``w`` (zero
+    padded): (valid, period, explained, hit rate, multiples)."""
     m = _match(p, cands, _tol(cands, step, tolerance))
     valid = m.any(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -197,7 +204,7 @@ def _sieve_block(
     m = _match(p, period, tol)
     valid &= m.any(axis=1)
     sel = m > 0
-    explained = np.sum(np.where(sel, w, 0.0), axis=1) / float(w.sum())
+    explained = np.sum(np.where(sel, w, 0.0), axis=1) / total
     m_first = np.maximum(1, np.ceil((first - tol) / period - 1e-9)).astype(np.int64)
     m_last = np.floor((last + tol) / period + 1e-9).astype(np.int64)
     expected = np.maximum(1, m_last - m_first + 1)
@@ -207,6 +214,13 @@ def _sieve_block(
     )  # distinct multiples hit
     hit_rate = np.minimum(1.0, hits / expected)
     return valid, period, explained, hit_rate, m
+
+
+Sieve = tuple[float, np.ndarray, float, float, tuple]  # ..., (candidate periods, their scores)
+
+
+def _candidate_table(periods: np.ndarray, scores: np.ndarray) -> dict[float, float]:
+    return {round(a, 6): round(b, 6) for a, b in zip(np.asarray(periods).tolist(), np.asarray(scores).tolist())}
 
 
 def fundamental_from_peaks(
@@ -220,46 +234,89 @@ def fundamental_from_peaks(
     tolerance: float = 0.1,
     max_harmonic: int = 6,
     prefer_smaller_within: float = 0.05,
-) -> tuple[float, np.ndarray, float, float, dict]:
-    """Harmonic sieve (see the module doc), all candidates scored at once.
+) -> Sieve:
+    """Harmonic sieve (see the module doc).
 
     Returns (fundamental, harmonics per peak, explained fraction, hit rate, {candidate: score}).
     ``first_lag`` is the smallest lag at which a peak could have been detected (defaults to
     ``step``); ``min_period`` defaults to two steps.
     """
-    peaks = np.asarray(peaks, dtype=float).reshape(-1)
-    w = np.ones_like(peaks) if weights is None else np.asarray(weights, dtype=float).reshape(-1)
-    if w.shape != peaks.shape:
-        raise ValueError(f"weights shape {w.shape} does not match peaks shape {peaks.shape}")
-    nothing = (float("nan"), np.zeros(len(peaks), dtype=int), 0.0, 0.0, {})
-    good = np.isfinite(peaks) & (peaks > 0) & np.isfinite(w) & (w > 0)
-    if not good.any():
-        return nothing
-    p, w = peaks[good], w[good]
+    period, harmonics, explained, hit_rate, scored = _sieve_sets(
+        [peaks], None if weights is None else [weights], step=step, first_lag=first_lag, min_period=min_period,
+        max_period=max_period, tolerance=tolerance, max_harmonic=max_harmonic,
+        prefer_smaller_within=prefer_smaller_within,
+    )[0]
+    return period, harmonics, explained, hit_rate, _candidate_table(*scored) if scored else {}
+
+
+def _sieve_sets(
+    peak_sets: Sequence[Any],
+    weight_sets: Sequence[Any] | None = None,
+    *,
+    step: float,
+    first_lag: float | None = None,
+    min_period: float | None = None,
+    max_period: float | None = None,
+    tolerance: float = 0.1,
+    max_harmonic: int = 6,
+    prefer_smaller_within: float = 0.05,
+) -> list[Sieve]:
+    """The sieve of several peak sets on one lag grid (e.g. every head of a model), all
+    candidates of all sets scored together in bounded blocks; candidates as arrays."""
+    sets = []
+    for i, peaks in enumerate(peak_sets):
+        p = np.asarray(peaks, dtype=float).reshape(-1)
+        w = np.ones_like(p) if weight_sets is None else np.asarray(weight_sets[i], dtype=float).reshape(-1)
+        if w.shape != p.shape:
+            raise ValueError(f"weights shape {w.shape} does not match peaks shape {p.shape}")
+        sets.append((p, w, np.isfinite(p) & (p > 0) & np.isfinite(w) & (w > 0)))
+    out: list[Sieve] = [(float("nan"), np.zeros(len(p), dtype=int), 0.0, 0.0, ()) for p, _, _ in sets]
+    width = max((int(good.sum()) for _, _, good in sets), default=0)
+    if width == 0:
+        return out
+    P, W = np.zeros((len(sets), width)), np.zeros((len(sets), width))  # padding: lag 0, weight 0
+    for i, (p, w, good) in enumerate(sets):
+        P[i, : good.sum()], W[i, : good.sum()] = p[good], w[good]
     first = float(step if first_lag is None else first_lag)
     lo = float(2.0 * step if min_period is None else min_period)
-    hi = float(np.max(p) if max_period is None else max_period)
-    last = float(np.max(p))
-    cands = np.unique(p[:, None] / np.arange(1, max_harmonic + 1)[None, :])  # sorted, distinct
-    cands = cands[(cands >= lo * (1 - 1e-9)) & (cands <= hi * (1 + 1e-9))]
-    rows = max(1, SIEVE_BLOCK // len(p))
+    last = P.max(axis=1)
+    hi = last if max_period is None else np.full(len(sets), float(max_period))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cands = (np.where(P > 0, P, np.nan)[:, :, None] / np.arange(1, max_harmonic + 1)).reshape(len(sets), -1)
+        usable = (cands >= lo * (1 - 1e-9)) & (cands <= hi[:, None] * (1 + 1e-9))
+    cands = np.sort(np.where(usable, cands, np.inf), axis=1)  # per set: ascending, distinct below
+    usable = np.isfinite(cands)
+    usable[:, 1:] &= cands[:, 1:] != cands[:, :-1]
+    owner, column = np.nonzero(usable)  # set by set, each set's candidates ascending
+    rows = max(1, SIEVE_BLOCK // width)
     blocks = [
-        _sieve_block(cands[i : i + rows], p, w, step, tolerance, first, lo, last)
-        for i in range(0, len(cands), rows)
+        _sieve_block(cands[owner[s], column[s]], P[owner[s]], W[owner[s]], W.sum(axis=1)[owner[s]],
+                     last[owner[s]], step, tolerance, first, lo)
+        for s in (slice(i, i + rows) for i in range(0, len(owner), rows))
     ]
     if not blocks:
-        return nothing
+        return out
     valid, period, explained, hit_rate, m = (np.concatenate(parts) for parts in zip(*blocks))
-    if not valid.any():
-        return nothing
-    period, explained, hit_rate, m = period[valid], explained[valid], hit_rate[valid], m[valid]
+    owner, period, explained, hit_rate, m = owner[valid], period[valid], explained[valid], hit_rate[valid], m[valid]
     score = explained * hit_rate
-    near = score >= score.max() * (1 - prefer_smaller_within)
-    pick = int(np.argmin(np.where(near, period, np.inf)))  # the smallest period among the near-best
-    harmonics = np.zeros(len(peaks), dtype=int)
-    harmonics[np.flatnonzero(good)] = m[pick]
-    table = {round(a, 6): round(b, 6) for a, b in zip(period.tolist(), score.tolist())}
-    return float(period[pick]), harmonics, float(explained[pick]), float(hit_rate[pick]), table
+    for i, start, stop in _segments(owner):
+        s = slice(start, stop)
+        near = score[s] >= score[s].max() * (1 - prefer_smaller_within)
+        pick = start + int(np.argmin(np.where(near, period[s], np.inf)))  # smallest period among the near-best
+        p, _, good = sets[i]
+        harmonics = np.zeros(len(p), dtype=int)
+        harmonics[np.flatnonzero(good)] = m[pick, : good.sum()]
+        out[i] = (float(period[pick]), harmonics, float(explained[pick]), float(hit_rate[pick]), (period[s], score[s]))
+    return out
+
+
+def _segments(owner: np.ndarray) -> list[tuple[int, int, int]]:
+    """(value, start, stop) of each run of equal values in a sorted array."""
+    if not len(owner):
+        return []
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    stops = np.r_[starts[1:], len(owner)]
+    return [(int(owner[a]), int(a), int(b)) for a, b in zip(starts, stops)]
 
 
 def _may_reach_prominence(values: np.ndarray, peaks: np.ndarray, least: float) -> np.ndarray:
@@ -319,10 +376,9 @@ def find_periods(
     lags, values, step = _clean_curve(lags, values)
     if len(lags) < 3:
         return empty_estimate(step)
-    return _estimate(
-        lags, values, detrend_curve(lags, values, detrend), step, min_prominence, rel_prominence,
-        min_period, max_period, tolerance, max_harmonic, detrend,
-    )
+    options = dict(min_prominence=min_prominence, rel_prominence=rel_prominence, min_period=min_period,
+                   max_period=max_period, tolerance=tolerance, max_harmonic=max_harmonic)
+    return _estimates(lags, values[None, :], detrend_curve(lags, values, detrend)[None, :], step, detrend, **options)[0]
 
 
 _ESTIMATE_DEFAULTS = {
@@ -332,9 +388,10 @@ _ESTIMATE_DEFAULTS = {
 
 
 def find_periods_many(lags: Any, values: Any, **kwargs: Any) -> list[PeriodEstimate]:
-    """``find_periods`` on each row of ``values`` (rows, lags), detrending the rows in one product.
+    """``find_periods`` on each row of ``values`` (rows, lags), the rows' trends fitted in one
+    product and their candidate periods sieved together.
 
-    Rows without NaN share one trend fit (a basis of the lags); a row with NaN goes through
+    Rows without NaN share the lags (one trend basis); a row with NaN goes through
     ``find_periods`` alone.  The estimates equal ``find_periods`` row by row (to rounding).
     """
     unknown = sorted(set(kwargs) - set(_ESTIMATE_DEFAULTS) - {"detrend"})
@@ -344,33 +401,24 @@ def find_periods_many(lags: Any, values: Any, **kwargs: Any) -> list[PeriodEstim
     lags = np.asarray(lags, dtype=float).reshape(-1)
     if values.ndim != 2 or values.shape[1] != len(lags):
         raise ValueError(f"values must have shape (rows, {len(lags)}), got {values.shape}")
-    whole = np.isfinite(values).all(axis=1)
+    whole = np.flatnonzero(np.isfinite(values).all(axis=1))
     out: list[PeriodEstimate | None] = [None] * len(values)
-    if whole.any():
-        clean_lags, _, step = _clean_curve(lags, values[np.flatnonzero(whole)[0]])
+    if len(whole):
+        clean_lags, _, step = _clean_curve(lags, values[whole[0]])
         if len(clean_lags) == len(lags) and len(lags) >= 3:
             detrend = kwargs.get("detrend", "logpoly")
             options = {k: kwargs.get(k, v) for k, v in _ESTIMATE_DEFAULTS.items()}
-            residuals = detrend_curve(lags, values[whole], detrend)
-            for row, residual in zip(np.flatnonzero(whole), residuals):
-                out[row] = _estimate(lags, values[row], residual, step, detrend=detrend, **options)
+            found = _estimates(lags, values[whole], detrend_curve(lags, values[whole], detrend), step, detrend, **options)
+            for row, est in zip(whole, found):
+                out[row] = est
     return [est if est is not None else find_periods(lags, row, **kwargs) for est, row in zip(out, values)]
 
 
-def _estimate(
-    lags: np.ndarray,
-    original: np.ndarray,
-    values: np.ndarray,
-    step: float,
-    min_prominence: float | None,
-    rel_prominence: float,
-    min_period: float | None,
-    max_period: float | None,
-    tolerance: float,
-    max_harmonic: int,
-    detrend: str | None,
-) -> PeriodEstimate:
-    """Steps 1-3 of the module doc on one clean curve (``original``) and its residual (``values``)."""
+def _peaks(
+    original: np.ndarray, values: np.ndarray, min_prominence: float | None, rel_prominence: float, detrend: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step 1 of the module doc: indices and prominences of the kept peaks of one curve
+    (``original``) found on its residual (``values``)."""
     if min_prominence is not None and min_prominence > 0:
         idx = find_peaks(values)[0]
         idx = idx[_may_reach_prominence(values, idx, float(min_prominence))]
@@ -395,30 +443,61 @@ def _estimate(
         near = np.maximum(curvature[idx], np.maximum(curvature[idx - 1], curvature[idx + 1]))
         keep = near > floor
         idx, prom = idx[keep], prom[keep]
-    if not len(idx):
-        return empty_estimate(step)
-    peak_lags = refine_peaks(lags, values, idx)[0]
-    heights = np.interp(peak_lags, lags, original)
-    fundamental, harmonics, explained, hit_rate, table = fundamental_from_peaks(
-        peak_lags,
-        prom,
-        step=step,
-        first_lag=float(lags[1]),
-        min_period=min_period,
-        max_period=max_period,
-        tolerance=tolerance,
-        max_harmonic=max_harmonic,
+    return idx, prom
+
+
+def _estimates(
+    lags: np.ndarray,
+    originals: np.ndarray,
+    residuals: np.ndarray,
+    step: float,
+    detrend: str | None,
+    *,
+    min_prominence: float | None,
+    rel_prominence: float,
+    min_period: float | None,
+    max_period: float | None,
+    tolerance: float,
+    max_harmonic: int,
+) -> list[PeriodEstimate]:
+    """Steps 1-3 of the module doc on clean curves sharing ``lags`` (rows of ``originals``) and
+    their residuals: peaks curve by curve, then one sieve for all."""
+    found = [_peaks(o, r, min_prominence, rel_prominence, detrend) for o, r in zip(originals, residuals)]
+    peak_lags = [refine_peaks(lags, r, idx)[0] for r, (idx, _) in zip(residuals, found)]
+    sieves = _sieve_sets(
+        peak_lags, [prom for _, prom in found], step=step, first_lag=float(lags[1]), min_period=min_period,
+        max_period=max_period, tolerance=tolerance, max_harmonic=max_harmonic,
     )
-    score = explained * hit_rate if np.isfinite(fundamental) else 0.0
-    return PeriodEstimate(
-        peaks=peak_lags,
-        prominences=prom,
-        heights=heights,
-        harmonics=harmonics,
-        fundamental_samples=float(fundamental),
-        explained=float(explained),
-        hit_rate=float(hit_rate),
-        score=float(score),
-        step=step,
-        candidates=table,
-    )
+    out = []
+    for original, peaks, (_, prom), (fundamental, harmonics, explained, hit_rate, scored) in zip(
+        originals, peak_lags, found, sieves
+    ):
+        if not len(peaks):
+            out.append(empty_estimate(step))
+            continue
+        out.append(PeriodEstimate(
+            peaks=peaks,
+            prominences=prom,
+            heights=np.interp(peaks, lags, original),
+            harmonics=harmonics,
+            fundamental_samples=float(fundamental),
+            explained=float(explained),
+            hit_rate=float(hit_rate),
+            score=float(explained * hit_rate if np.isfinite(fundamental) else 0.0),
+            step=step,
+            candidate_scores=scored,
+        ))
+    return out
+
+
+RECOVERY_RULE = "max(one column, 8 % of the true period)"
+
+
+def period_recovered(detected: Any, true: Any, samples_per_col: float) -> np.ndarray:
+    """Whether each detected period is the true one within ``RECOVERY_RULE`` (False when NaN).
+
+    One column is the finest step a lag curve resolves; 8 % allows the drift of a long period.
+    """
+    detected, true = np.asarray(detected, dtype=float), np.asarray(true, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(detected) & (np.abs(detected - true) <= np.maximum(float(samples_per_col), 0.08 * true))

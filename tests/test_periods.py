@@ -148,6 +148,7 @@ def test_bumps_at_multiples_with_one_missing(detrend):
     assert list(est.harmonics) == [1, 2, 4, 5]
     assert est.hit_rate == pytest.approx(4 / 5) and est.explained == pytest.approx(1.0)
     assert est.score == pytest.approx(0.8) and est.found and est.step == 8.0
+    assert est.candidates[round(est.fundamental_samples, 6)] == pytest.approx(est.score, abs=1e-6)
 
 
 def test_find_periods_on_synthetic_lag_curve():
