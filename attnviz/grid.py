@@ -3,11 +3,21 @@
 ViTime lays a series of ``history + horizon`` samples onto a fixed image width, so the number
 of real samples one token column covers depends on the call, never on a constant.  Everything
 downstream reads the geometry from this object instead of re-deriving it from model args.
+
+Time axis: token column ``c`` (``c`` may be fractional: a point within a column) is sample
+``sample_offset + c * samples_per_col`` of the caller's series (history at samples 0 .. L-1,
+the forecast from L).  :meth:`TokenGrid.col_start_sample` is the one place that converts;
+every figure and the explorer go through it.  A forecaster that pads the history before laying
+it out (VisionTS pads ``pad_left`` samples on the left) has ``sample_offset = -pad_left``: its
+column 0 starts before the first real sample.  Lags (differences of columns) do not depend on
+the offset (:meth:`TokenGrid.lag_samples`).
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
-from typing import Callable, Mapping, Union
+from typing import Any, Callable, Iterable, Mapping, Union
 
 import numpy as np
 
@@ -20,10 +30,15 @@ class TokenGrid:
     cols: token columns along the time axis.
     prefix_tokens: tokens before the patch tokens (1 for ViTime's CLS).
     history_cols: token columns that hold the history (the boundary rounded to a column).
-    samples_per_col: real samples one token column covers in this call: (L + H) / cols.
+    samples_per_col: samples one token column covers in this call: (L + H) / cols for ViTime;
+        for VisionTS the padded context's length over its columns (``P * periods_in /
+        input_cols``, so padding counts).
     history_length: L, the caller's history length in samples.
     horizon: H, the forecast length in samples.
     history_boundary: exact history/forecast boundary in column units (may be fractional).
+    sample_offset: sample of the caller's series where column 0 starts: 0 for ViTime,
+        ``-pad_left`` for VisionTS (its padded context starts ``pad_left`` samples before the
+        history).  See :meth:`col_start_sample`.
     token_order: None when the patch tokens come in row-major order; else, per sequence position
         after the prefix, the row-major patch index (``row * cols + col``) of the token there -- a
         permutation of ``range(rows * cols)`` (VisionTS' encoder sees its tokens shuffled).  The
@@ -40,6 +55,7 @@ class TokenGrid:
     horizon: int = 0
     history_boundary: float | None = None
     token_order: tuple[int, ...] | None = None
+    sample_offset: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols"):
@@ -56,6 +72,11 @@ class TokenGrid:
             raise ValueError(f"TokenGrid.samples_per_col must be > 0, got {self.samples_per_col!r}")
         if self.history_boundary is None:
             object.__setattr__(self, "history_boundary", float(self.history_cols))
+        if isinstance(self.sample_offset, bool) or not isinstance(self.sample_offset, numbers.Real) or not math.isfinite(
+            self.sample_offset
+        ):
+            raise ValueError(f"TokenGrid.sample_offset must be a finite number of samples, got {self.sample_offset!r}")
+        object.__setattr__(self, "sample_offset", float(self.sample_offset))
         if self.token_order is not None:
             order = tuple(int(i) for i in np.asarray(self.token_order).reshape(-1))
             if sorted(order) != list(range(self.patch_tokens)):
@@ -122,12 +143,24 @@ class TokenGrid:
         return np.asarray(lag_cols, dtype=float) * self.samples_per_col
 
     def col_start_sample(self, col: np.ndarray | int | float) -> np.ndarray:
-        """First real sample index covered by token column ``col``."""
-        return np.asarray(col, dtype=float) * self.samples_per_col
+        """Where token column ``col`` starts on the caller's time axis (samples):
+        ``sample_offset + col * samples_per_col``.  A fractional ``col`` is a point within a
+        column (``history_boundary`` gives the history/forecast boundary, ``cols`` the grid's
+        end).  Negative for columns that cover only padding (VisionTS)."""
+        return self.sample_offset + np.asarray(col, dtype=float) * self.samples_per_col
 
     def col_center_sample(self, col: np.ndarray | int | float) -> np.ndarray:
-        """Centre of token column ``col`` in real samples."""
-        return (np.asarray(col, dtype=float) + 0.5) * self.samples_per_col
+        """Centre of token column ``col`` on the caller's time axis (samples)."""
+        return self.col_start_sample(np.asarray(col, dtype=float) + 0.5)
+
+    def sample_to_col(self, sample: np.ndarray | int | float) -> np.ndarray:
+        """Inverse of :meth:`col_start_sample`: the (fractional) column at time ``sample``."""
+        return (np.asarray(sample, dtype=float) - self.sample_offset) / self.samples_per_col
+
+    @property
+    def boundary_sample(self) -> float:
+        """The history/forecast boundary on the caller's time axis (samples; L up to rounding)."""
+        return float(self.col_start_sample(self.history_boundary))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +170,40 @@ class TokenGrid:
 #: {layer name: TokenGrid}, or a callable ``layer name -> TokenGrid`` asked when the layer's
 #: forward starts (so it may depend on what the model did earlier in the same call).
 GridProvider = Union[TokenGrid, Mapping[str, TokenGrid], Callable[[str], TokenGrid]]
+
+
+def check_reference_periods(
+    periods: Any, grid: "TokenGrid | None" = None, name: str = "reference_periods"
+) -> tuple[float, ...]:
+    """Reference periods (samples) as a tuple of floats; () for None.  THE check of reference
+    periods: the report, the figures and the explorer all call it.
+
+    Takes one number or an iterable of numbers (a numpy array, a tensor).  Each must be a finite
+    number > 0 (bools and strings are not numbers here) and, given the call's ``grid``, at least
+    one token column (``grid.samples_per_col``): attention has no finer lag, so a shorter period
+    cannot show in it (and ``--known-period 0.01`` would draw ~100 000 lines).  Errors are one
+    line naming the value and what is expected."""
+    if periods is None:
+        return ()
+    if hasattr(periods, "tolist") and not isinstance(periods, (str, bytes)):
+        periods = periods.tolist()  # numpy arrays and tensors, any size
+    if isinstance(periods, numbers.Real):
+        periods = [periods]
+    if isinstance(periods, (str, bytes)) or not isinstance(periods, Iterable):
+        raise ValueError(f"{name} must be numbers of samples, got {periods!r}")
+    out = []
+    for p in periods:
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (math.isfinite(p) and p > 0):
+            raise ValueError(f"{name} must be positive finite numbers of samples, got {p!r}")
+        if grid is not None and p < grid.samples_per_col * (1 - 1e-9):
+            spc = grid.samples_per_col
+            k = math.ceil(spc / p - 1e-9)
+            raise ValueError(
+                f"{name}: {p!r} samples is shorter than one token column ({spc:g} samples), the finest lag "
+                f"attention shows; give periods of at least {spc:g} samples (e.g. the multiple {k} x {p:g} = {k * p:g})"
+            )
+        out.append(float(p))
+    return tuple(out)
 
 
 def check_grid_provider(provider: object) -> None:

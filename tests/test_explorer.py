@@ -441,7 +441,7 @@ def test_padded_history_times_follow_the_boundary(browser, small, tmp_path):
     res, _ = small
     g = res.grid
     grid = TokenGrid(rows=g.rows, cols=g.cols, prefix_tokens=1, history_cols=10, samples_per_col=8.0,
-                     history_length=76, horizon=g.horizon, history_boundary=10.0)
+                     history_length=76, horizon=g.horizon, history_boundary=10.0, sample_offset=-4.0)
     padded = _with(res, grid=grid, series=res.series[4:])
     p = Loaded(browser, write_html(padded, tmp_path / "padded.html"))
     try:
@@ -467,7 +467,7 @@ def test_visionts_result_renders():
     res = MultiHeadAttentionRollout(fc, layers="vision_model.decoder_blocks.*").analyze(x, 96)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        data = build_payload(res, reference_periods=[24])
+        data = build_payload(res, reference_periods=[120])  # one column: 5 periods of 24
     assert data["grid"]["history_boundary"] * data["grid"]["samples_per_col"] > len(x)  # left padding
     assert sum(data["heads"]) == sum(res.heads_of(i) for i in range(len(res.layer_names)))
 

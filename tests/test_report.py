@@ -38,7 +38,7 @@ def test_plain_names_pass():
 def test_reference_periods_must_be_positive():
     assert check_reference_periods(None) == () and check_reference_periods([48, 96.5]) == (48.0, 96.5)
     for bad in ([0], [-3], [float("nan")], [float("inf")]):
-        with pytest.raises(ValueError, match="reference periods"):
+        with pytest.raises(ValueError, match="reference_periods"):
             check_reference_periods(bad)
 
 

@@ -76,6 +76,8 @@ def render_html(res: Any, *, title: str | None = None, reference_periods: Any = 
         f"{g['history_length']} + horizon {g['horizon']} samples · time maps: "
         f"{payload['time_convention']} convention"
     )
+    if g["sample_offset"]:  # a forecaster that pads the history (VisionTS): column 0 starts before it
+        meta += f" · column 0 starts at sample {g['sample_offset']:g} (padding)"
     caveats = "".join(
         f'<p class="avx-caveat">note: {html.escape(c)}</p>' for c in payload["caveats"]
     )

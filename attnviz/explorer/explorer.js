@@ -16,10 +16,11 @@
   var cols = D.grid.cols, spc = D.grid.samples_per_col;
   var history = f64(D.history), forecast = f64(D.forecast), truth = f64(D.truth);
   // times are the series' own sample indices (history 0..L-1, forecast from L); column c covers
-  // [t0 + c*spc, t0 + (c+1)*spc), t0 placing the history/forecast boundary at sample L (0 for
-  // ViTime; minus the left padding for a forecaster that pads the history, as VisionTS does)
-  var boundary = history.length, t0 = boundary - D.grid.history_boundary * spc;
+  // [t0 + c*spc, t0 + (c+1)*spc) with t0 the grid's sample_offset (0 for ViTime; minus the left
+  // padding for a forecaster that pads the history, as VisionTS does): TokenGrid.col_start_sample
+  var t0 = D.grid.sample_offset;
   function at(c) { return t0 + c * spc; }
+  var boundary = at(D.grid.history_boundary);  // where the static figures draw it too
   function colOf(t) { return Math.floor((t - t0) / spc); }
   var nLayers = D.layers.length;
   var offset = [], flat = 0;

@@ -20,6 +20,10 @@ Array encoding (little-endian, base64):
   the context columns).  Those cells are NaN in ``res.time_maps``; here they are quantised as 0,
   left out of ``map_lo``/``map_hi``, and the page draws them hatched as "not seen by this layer".
 * ``history``, ``forecast``, ``truth``: float64 (a few thousand values at most).
+
+Time: ``grid.sample_offset`` and ``grid.samples_per_col`` place column ``c`` at sample
+``sample_offset + c * samples_per_col`` of the series, as :meth:`attnviz.grid.TokenGrid.col_start_sample`
+does for the static figures (the page's ``at(c)``); ``sample_offset`` is ``-pad_left`` for VisionTS.
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ import warnings
 from typing import Any, Iterable
 
 import numpy as np
+
+from ..grid import check_reference_periods
 
 __all__ = ["build_payload", "check_result", "seen_cols"]
 
@@ -129,23 +135,6 @@ def _forecast_values(res: Any) -> np.ndarray | None:
     return _vector(fc, "the forecast")
 
 
-def _reference_periods(periods: Any) -> list[float]:
-    if periods is None:
-        return []
-    if isinstance(periods, numbers.Real) and not isinstance(periods, (bool, np.bool_)):
-        periods = [periods]
-    if isinstance(periods, (str, bytes)) or not isinstance(periods, Iterable):
-        raise ValueError(f"reference_periods must be numbers of samples, got {periods!r}")
-    out = []
-    for p in periods:
-        if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real) or not (
-            math.isfinite(float(p)) and float(p) > 0
-        ):
-            raise ValueError(f"reference_periods must be finite positive numbers of samples, got {p!r}")
-        out.append(float(p))
-    return out
-
-
 def _selected(res: Any, selected: Any, ranked: list) -> tuple[int, int]:
     if selected is None:
         if ranked:
@@ -188,7 +177,7 @@ def build_payload(res: Any, *, title: str | None = None, reference_periods: Any 
             raise ValueError(
                 f"truth must have as many values as the forecast ({expected}), got {actual.size}"
             )
-    references = _reference_periods(reference_periods)
+    references = list(check_reference_periods(reference_periods, grid))
 
     from ..ranking import RankingCaveatWarning
 
@@ -260,6 +249,7 @@ def build_payload(res: Any, *, title: str | None = None, reference_periods: Any 
         "grid": {
             "cols": cols,
             "samples_per_col": spc,
+            "sample_offset": float(grid.sample_offset),
             "history_boundary": float(grid.history_boundary),
             "history_cols": int(grid.history_cols),
             "history_length": int(len(history)),

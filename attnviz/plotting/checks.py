@@ -22,7 +22,6 @@ __all__ = [
     "check_curve",
     "check_grid",
     "check_map",
-    "check_periods",
     "finite_values",
     "layer_labels",
     "optional_period",
@@ -96,14 +95,6 @@ def layer_labels(layer_names: Sequence[str] | None, n_layers: int) -> list[str]:
     if len(names) != n_layers:
         raise ValueError(f"layer_names has {len(names)} entries but scores has {n_layers} rows")
     return names
-
-
-def check_periods(periods: Any, name: str) -> np.ndarray:
-    """Positive finite periods in samples (empty for None or ())."""
-    arr = as_1d(() if periods is None else periods, name)
-    if arr.size and (not np.isfinite(arr).all() or (arr <= 0).any()):
-        raise ValueError(f"{name} must be positive finite numbers (samples), got {arr.tolist()}")
-    return arr
 
 
 def finite_values(values: Any, name: str) -> np.ndarray:

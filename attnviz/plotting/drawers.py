@@ -7,8 +7,8 @@ notebooks can put them into their own.  Drawers use the current rcParams: call t
 ``Theme.rc_context()`` for the attnviz look.
 
 Heat-map coordinates are in token columns with cell ``j`` spanning ``[j, j + 1)``, so a column
-coordinate ``x`` is sample ``x * samples_per_col`` and the history/forecast boundary sits at
-``grid.history_boundary``.  Artists carry stable ``gid``\\ s for programmatic checks:
+coordinate ``x`` is sample ``grid.col_start_sample(x)`` (``sample_offset + x * samples_per_col``)
+and the history/forecast boundary sits at ``grid.history_boundary``.  Artists carry stable ``gid``\\ s for programmatic checks:
 ``"time_map"``, ``"top_outline"``, ``"boundary"``, ``"lag_curve"``, ``"peaks"``,
 ``"peak_label"``, ``"reference_period"``, ``"reference_period_band"``, ``"detected_period"``,
 ``"score_grid"``, ``"best_head"``, ``"history"``, ``"truth"``, ``"forecast"``,
@@ -29,8 +29,8 @@ from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, MaxNLocator
 
-from ..grid import TokenGrid
-from .checks import as_1d, as_float_array, check_curve, check_grid, check_map, check_periods, finite_values, layer_labels, optional_period
+from ..grid import TokenGrid, check_reference_periods
+from .checks import as_1d, as_float_array, check_curve, check_grid, check_map, finite_values, layer_labels, optional_period
 from .labels import add_peak_labels, fmt, nice_col_step, period_label
 from .references import draw_period_lines, period_lines_to_draw
 from .scale import ColorScale
@@ -100,7 +100,7 @@ def draw_time_map(
     scale = scale or ColorScale()
     grid = check_grid(grid)
     tmap = check_map(time_map, grid)
-    cols, spc = grid.cols, grid.samples_per_col
+    cols = grid.cols
     image = ax.imshow(
         tmap,
         cmap=theme.cmap,
@@ -145,7 +145,7 @@ def draw_time_map(
         ax.set_xlabel("key column")
         ax.set_ylabel("query column")
     if secondary:
-        to_samples = (lambda c: np.asarray(c) * spc, lambda s: np.asarray(s) / spc)
+        to_samples = (grid.col_start_sample, grid.sample_to_col)
         top = _samples_axis(ax, "top", to_samples, 5, steps=[1, 2, 2.5, 5, 10])
         right = _samples_axis(ax, "right", to_samples, 5, steps=[1, 2, 2.5, 5, 10])
         top.set_gid("samples_axis")
@@ -188,7 +188,7 @@ def draw_lag_curve(
     theme = theme or default_theme()
     lags, values = check_curve(lags, values)
     peaks = finite_values(peaks_samples, "peaks_samples")
-    reference = check_periods(reference_periods, "reference_periods")
+    reference = np.asarray(check_reference_periods(reference_periods, grid), dtype=float)
     detected = optional_period(detected_period, "detected_period")
     pal = theme.palette
     ax.set_gid("lag_axes")
@@ -259,7 +259,7 @@ def draw_lag_curves(
     items = [(str(label), *check_curve(lags, values)) for label, lags, values in curves]
     if not items:
         raise ValueError("lag_curves needs at least one (label, lags, values) curve")
-    reference = check_periods(reference_periods, "reference_periods")
+    reference = np.asarray(check_reference_periods(reference_periods), dtype=float)
     colors = sns.color_palette("rocket", n_colors=len(items) + 2)[1:-1]
     for (label, lags, values), color in zip(items, colors):
         (line,) = ax.plot(lags, values, color=color, lw=1.4, label=label)

@@ -18,8 +18,8 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..grid import TokenGrid
-from .checks import as_float_array, check_curve, check_grid, check_map, check_periods, layer_labels
+from ..grid import TokenGrid, check_reference_periods
+from .checks import as_float_array, check_curve, check_grid, check_map, layer_labels
 from .drawers import (
     best_cell,
     draw_lag_curve,
@@ -158,7 +158,7 @@ def overview_figure(
         raise ValueError(f"peaks must have one entry per head ({heads}), got {len(peaks)}")
     if head_titles is not None and len(head_titles) != heads:
         raise ValueError(f"head_titles must have {heads} entries, got {len(head_titles)}")
-    reference = check_periods(reference_periods, "reference_periods")
+    reference = np.asarray(check_reference_periods(reference_periods, grid), dtype=float)
     ncols = max(1, min(int(max_cols), heads))
     nblocks = math.ceil(heads / ncols)
     rows_per = 2 if curves is not None else 1

@@ -105,9 +105,12 @@ def draw_period_lines(
     return lines
 
 
-def draw_query_period_lines(ax: Axes, centre: float, periods: np.ndarray, theme: Theme) -> list[Any]:
-    """Lines at ``centre - k * period`` (k >= 1, down to time 0): where a head attending one
-    reference period back from the query column would put its attention."""
+def draw_query_period_lines(
+    ax: Axes, centre: float, periods: np.ndarray, theme: Theme, *, lo: float = 0.0, limit: int = MAX_MULTIPLES
+) -> list[Any]:
+    """Lines at ``centre - k * period`` (k = 1 .. ``limit``, down to time ``lo``, the start of
+    the first column): where a head attending one reference period back from the query column
+    would put its attention.  At most ``limit`` lines per period, the nearest to the query."""
     lines: list[Any] = []
     if periods.size == 1:
         label: str | None = f"query − k·{fmt(periods[0])} (reference period)"
@@ -115,7 +118,7 @@ def draw_query_period_lines(ax: Axes, centre: float, periods: np.ndarray, theme:
         label = f"query − k·P (reference periods {', '.join(fmt(p) for p in periods)})"
     for period in periods:
         k = 1
-        while centre - k * period >= 0:
+        while k <= limit and centre - k * period >= lo:
             line = ax.axvline(
                 centre - k * period,
                 color=theme.palette[2],

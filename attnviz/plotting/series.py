@@ -2,7 +2,10 @@
 
 Same contract as :mod:`attnviz.plotting.drawers`: an ``ax`` the caller owns, plain arrays plus
 a :class:`~attnviz.grid.TokenGrid`, the ``ax`` back.  Bars span each token column's samples, so
-a reader sees which stretch of the series a key column is.
+a reader sees which stretch of the series a key column is.  Time is the caller's sample index
+(history 0 .. L-1, forecast from L); columns are placed on it by
+:meth:`~attnviz.grid.TokenGrid.col_start_sample`, so a forecaster that pads the history
+(VisionTS) has its first column start before 0.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from typing import Any, Iterable
 import numpy as np
 from matplotlib.axes import Axes
 
-from ..grid import TokenGrid
-from .checks import as_1d, check_grid, check_periods, real
+from ..grid import TokenGrid, check_reference_periods
+from .checks import as_1d, check_grid, real
 from .labels import fmt
 from .references import draw_query_period_lines
 from .theme import Theme, default_theme
@@ -22,9 +25,7 @@ __all__ = ["draw_attention_bars", "draw_query_column", "draw_series"]
 
 
 def _boundary_line(ax: Axes, grid: TokenGrid, theme: Theme, label: str | None) -> None:
-    line = ax.axvline(
-        float(grid.history_boundary) * grid.samples_per_col, color=theme.boundary_color, ls="--", lw=1.2, label=label
-    )
+    line = ax.axvline(grid.boundary_sample, color=theme.boundary_color, ls="--", lw=1.2, label=label)
     line.set_gid("boundary")
     ax.grid(True, alpha=0.35, lw=0.6)
 
@@ -69,7 +70,7 @@ def draw_series(
         f_line.set_gid("forecast")
     _boundary_line(ax, grid, theme, "history | forecast")
     ax.set_ylabel("value")
-    ax.set_xlim(0, max(grid.cols * grid.samples_per_col, n + fc.size))
+    ax.set_xlim(min(0.0, grid.sample_offset), max(float(grid.col_start_sample(grid.cols)), n + fc.size))
     ax.set_gid("series_axes")
     return ax
 
@@ -77,9 +78,9 @@ def draw_series(
 def draw_query_column(ax: Axes, grid: TokenGrid, query_col: int, *, theme: Theme | None = None, label: bool = True) -> Any:
     """Shade the samples of one query column; returns the span."""
     theme = theme or default_theme()
-    spc = grid.samples_per_col
     span = ax.axvspan(
-        query_col * spc, (query_col + 1) * spc, color=theme.palette[3], alpha=0.18, lw=0,
+        float(grid.col_start_sample(query_col)), float(grid.col_start_sample(query_col + 1)),
+        color=theme.palette[3], alpha=0.18, lw=0,
         label=f"query column {query_col}" if label else None,
     )
     span.set_gid("query_column")
@@ -105,18 +106,19 @@ def draw_attention_bars(
         raise ValueError(f"attention_row must have {grid.cols} values (one per key column), got {row.size}")
     if isinstance(query_col, bool) or query_col is None or not (0 <= int(query_col) < grid.cols):
         raise ValueError(f"query_col must be a column in [0, {grid.cols}), got {query_col!r}")
-    q, spc, pal = int(query_col), grid.samples_per_col, theme.palette
-    reference = check_periods(reference_periods, "reference_periods")
+    q, pal = int(query_col), theme.palette
+    reference = np.asarray(check_reference_periods(reference_periods, grid), dtype=float)
     past = np.arange(grid.cols) < grid.history_boundary
     bars = ax.bar(
-        np.arange(grid.cols) * spc, np.nan_to_num(row), width=spc, align="edge",
+        grid.col_start_sample(np.arange(grid.cols)), np.nan_to_num(row), width=grid.samples_per_col, align="edge",
         color=[pal[0] if p else pal[1] for p in past], alpha=0.85, edgecolor="white", linewidth=0.3,
     )
     for patch in bars.patches:
         patch.set_gid("attention_bars")
     _boundary_line(ax, grid, theme, None)
     draw_query_column(ax, grid, q, theme=theme, label=False)
-    if draw_query_period_lines(ax, (q + 0.5) * spc, reference, theme):
+    centre, start = float(grid.col_center_sample(q)), float(grid.col_start_sample(0))
+    if draw_query_period_lines(ax, centre, reference, theme, lo=start):
         ax.legend(loc="upper left", fontsize="x-small")
     ax.set_ylabel(f"attention from\nquery col {q}")
     ax.set_xlabel("time (samples)")

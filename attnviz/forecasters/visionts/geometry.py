@@ -31,7 +31,9 @@ re-derived here.  From them this module gives, per patch token in natural row-ma
 
 A token covers a phase range x a period range: not a contiguous span when ``P > 1``, and tokens
 of one row are whole periods apart sample by sample.  One token column spans
-``samples_per_col = P * periods_in / input_cols`` samples (not always a whole number of periods).
+``samples_per_col = P * periods_in / input_cols`` samples (not always a whole number of periods),
+counted from the start of the *padded* context: column ``c`` starts at caller sample
+``c * samples_per_col - pad_left``, which the TokenGrids record as ``sample_offset = -pad_left``.
 
 The encoder sees only the visible tokens (the first ``input_cols`` columns, every row), in the
 order ``argsort(noise)`` leaves them (ties broken by the sort, so not row-major, on the CPU
@@ -277,12 +279,14 @@ class FoldedGrid:
         return TokenGrid(
             rows=self.grid_size, cols=cols, prefix_tokens=self.prefix_tokens, history_cols=self.input_cols,
             samples_per_col=self.samples_per_col, history_length=self.context_length, horizon=self.horizon,
-            history_boundary=float(self.input_cols),
+            history_boundary=float(self.input_cols), sample_offset=float(-self.pad_left),
         )
 
     def decoder_grid(self) -> TokenGrid:
         """TokenGrid of the decoder layers: every token, natural order.  Column ``c`` starts at
-        padded sample ``c * samples_per_col`` (caller sample minus ``pad_left``)."""
+        padded sample ``c * samples_per_col``, i.e. caller sample ``c * samples_per_col -
+        pad_left``: the grid's ``sample_offset`` is ``-pad_left`` (see
+        :meth:`TokenGrid.col_start_sample`)."""
         return self._token_grid(self.grid_size)
 
     def encoder_grid(self) -> TokenGrid:
