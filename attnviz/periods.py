@@ -241,24 +241,17 @@ def fundamental_from_peaks(
     ``first_lag`` is the smallest lag at which a peak could have been detected (defaults to
     ``step``); ``min_period`` defaults to two steps.
     """
+    options = dict(first_lag=first_lag, min_period=min_period, max_period=max_period, tolerance=tolerance,
+                   max_harmonic=max_harmonic, prefer_smaller_within=prefer_smaller_within)
     period, harmonics, explained, hit_rate, scored = _sieve_sets(
-        [peaks], None if weights is None else [weights], step=step, first_lag=first_lag, min_period=min_period,
-        max_period=max_period, tolerance=tolerance, max_harmonic=max_harmonic,
-        prefer_smaller_within=prefer_smaller_within,
+        [peaks], None if weights is None else [weights], step, **options
     )[0]
     return period, harmonics, explained, hit_rate, _candidate_table(*scored) if scored else {}
 
 
 def _sieve_sets(
-    peak_sets: Sequence[Any],
-    weight_sets: Sequence[Any] | None = None,
-    *,
-    step: float,
-    first_lag: float | None = None,
-    min_period: float | None = None,
-    max_period: float | None = None,
-    tolerance: float = 0.1,
-    max_harmonic: int = 6,
+    peak_sets: Sequence[Any], weight_sets: Sequence[Any] | None, step: float, *, first_lag: float | None,
+    min_period: float | None, max_period: float | None, tolerance: float, max_harmonic: int,
     prefer_smaller_within: float = 0.05,
 ) -> list[Sieve]:
     """The sieve of several peak sets on one lag grid (e.g. every head of a model), all
@@ -465,7 +458,7 @@ def _estimates(
     found = [_peaks(o, r, min_prominence, rel_prominence, detrend) for o, r in zip(originals, residuals)]
     peak_lags = [refine_peaks(lags, r, idx)[0] for r, (idx, _) in zip(residuals, found)]
     sieves = _sieve_sets(
-        peak_lags, [prom for _, prom in found], step=step, first_lag=float(lags[1]), min_period=min_period,
+        peak_lags, [prom for _, prom in found], step, first_lag=float(lags[1]), min_period=min_period,
         max_period=max_period, tolerance=tolerance, max_harmonic=max_harmonic,
     )
     out = []
