@@ -78,7 +78,7 @@ class SeriesInput:
 
 def read_csv_series(path: Path, column: str | None = None, window: RowWindow = RowWindow()) -> SeriesInput:
     """The numbers of one column of a CSV file with a header row (see the module doc)."""
-    header, data, lines = _read_rows(path)
+    header, data, lines = read_csv_table(path)
     name = _pick_column(path, header, column, data)
     index = header.index(name)
     first, stop = window.bounds(len(data)) if window.given else (0, len(data))
@@ -99,8 +99,11 @@ def read_csv_series(path: Path, column: str | None = None, window: RowWindow = R
     return SeriesInput(values, f"{path.name}:{name}", rows)
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, the data rows and their line numbers in the file (comment lines skipped)."""
+def read_csv_table(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, the data rows and their line numbers in the file (comment lines skipped).
+
+    The one CSV reader of attnviz (``explain`` reads a column, ``scan`` every column): BOM,
+    encoding, cell size and quoting problems become one-line errors naming the file and line."""
     if not path.is_file():
         raise ValueError(f"CSV file not found: {path}")
     csv.field_size_limit(MAX_FIELD_CHARS)
@@ -136,11 +139,13 @@ def _pick_column(path: Path, header: list[str], column: str | None, data: list[l
     if column is not None:
         if column not in header:
             raise ValueError(f"column {shown(column)} not in {path} (columns: {_names(header)})")
+        if header.count(column) > 1:
+            raise ValueError(f"{path} has {header.count(column)} columns named {shown(column)}; rename them apart")
         return column
     sample = data[: min(len(data), 20)]
     numeric = [name for i, name in enumerate(header) if sample and all(_is_number(row[i] if i < len(row) else "") for row in sample)]
     if len(numeric) == 1:
-        return numeric[0]
+        return _pick_column(path, header, numeric[0], data)
     if not numeric:
         raise ValueError(f"{path} has no numeric column (columns: {_names(header)}); name one with --column")
     raise ValueError(f"{path} has {len(numeric)} numeric columns ({_names(numeric)}); pick one with --column")

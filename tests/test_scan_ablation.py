@@ -143,3 +143,9 @@ def test_another_k_or_no_ablation_is_another_scan(ablated_scan, tmp_path):
 def test_bad_ablation_input_is_one_line(tmp_path, args, message):
     proc = scan(*args, *SMALL, "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_few_series_give_intervals_but_no_verdict(ablated_scan):
+    """5 series: the interval of the difference is reported, a verdict is not drawn from it."""
+    summary = json.loads((ablated_scan / "summary.json").read_text())
+    assert summary["ablation"]["verdict"] == f"no verdict: {COUNT} series, at least 10 needed"

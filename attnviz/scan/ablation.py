@@ -35,7 +35,9 @@ Tables (only with ``--ablate``; without it the tables are unchanged):
     mode, k, reference, the mean ΔMAE of top-K and of random heads over series, the mean paired
     difference (top-K - random) and the share of series where top-K hurt more, each with a 95 %
     bootstrap percentile interval over series (:func:`attnviz.scan.stats.bootstrap_means`, one
-    set of resamples for all, so the intervals are paired).
+    set of resamples for all, so the intervals are paired), and a verdict read off the
+    difference's interval — only from ``MIN_SERIES_FOR_VERDICT`` series on (with fewer, the
+    percentile interval is little more than the range of a handful of values).
 """
 from __future__ import annotations
 
@@ -144,7 +146,7 @@ class ScanAblation:
 
 def ablation_summary(merged: Any, settings: Any) -> dict[str, Any]:
     """The ``"ablation"`` entry of summary.json (see the module doc)."""
-    from .stats import bootstrap_means
+    from .stats import MIN_SERIES_FOR_VERDICT, bootstrap_means
 
     top, rand = np.asarray(merged.topk_delta, float), np.asarray(merged.random_delta, float)
     ok = np.isfinite(top) & np.isfinite(rand)
@@ -159,6 +161,7 @@ def ablation_summary(merged: Any, settings: Any) -> dict[str, Any]:
     diff = entry(2)
     lo, hi = diff["ci"]
     verdict = ("no series has both ablations" if not len(rows) else
+               f"no verdict: {len(rows)} series, at least {MIN_SERIES_FOR_VERDICT} needed" if len(rows) < MIN_SERIES_FOR_VERDICT else
                "top-K heads hurt more than random heads (interval of the mean difference above 0)" if lo > 0 else
                "random heads hurt more than top-K heads (interval of the mean difference below 0)" if hi < 0 else
                "no difference shown (the interval of the mean difference holds 0)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -67,7 +68,8 @@ def _items(args: argparse.Namespace) -> tuple[list[Any], str]:
     folder = Path(args.folder)
     if not folder.is_dir():
         raise ValueError(f"--folder {folder} is not a folder")
-    return csv_folder(folder, args.length, args.horizon, args.holdout, args.column, stride), f"folder:{folder.name}:stride={stride}"
+    return (csv_folder(folder, args.length, args.horizon, args.holdout, args.column, stride),
+            f"folder:{folder.name}:column={args.column}:stride={stride}")
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -79,7 +81,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from ..report import ensure_writable_dir, model_label
     from ..cli import load_model
     from .runner import Distributed, run_shards
-    from .shards import ScanSettings, claim_folder, names_digest
+    from .shards import ScanSettings, claim_folder, items_digest, model_digest
 
     items, source = _items(args)
     if not items:
@@ -98,9 +100,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
             explainer = ablator.explainer
         heads = explainer.num_heads
         settings = ScanSettings(
-            source=source, series=len(items), names_digest=names_digest([i.name for i in items]),
+            source=source, series=len(items), data_digest=items_digest(items),
             length=args.length, horizon=args.horizon, holdout=bool(args.holdout or args.synthetic),
             null=not args.no_null, seed=args.seed, shard_size=args.shard_size, model=str(model_label(fc)),
+            weights_digest=model_digest(fc.model), grid=_grid_text(fc, args.length, args.horizon),
             layers=len(heads), heads=max(heads.values()), **ablation_fields(args, sum(heads.values())),
         )
         if where.rank == 0:
@@ -131,13 +134,21 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid_text(fc: Any, length: int, horizon: int) -> str:
+    """The token geometry of this call (e.g. VisionTS's periodicity shows in it), for the fingerprint."""
+    try:
+        grid = fc.grid(length, horizon)
+    except ValueError:  # a length the model cannot take: every series will be skipped with the reason
+        return "unavailable"
+    return json.dumps(grid.to_dict(), sort_keys=True) if hasattr(grid, "to_dict") else repr(grid)
+
+
 def _write_report(out: Path, settings: Any, explainer: Any, samples_per_col: float, done: dict[str, int], seconds: float,
                   html: bool = False) -> dict[str, Any]:
     from ..report import ReportWriter
     from .ablation import ablation_summary
     from .figures import ablation_figure, interval_figure, similarity_figure
     from .merge import merge_shards
-    from .stats import head_clusters
 
     names = explainer.layer_names
     merged = merge_shards(out, settings, names, [explainer.num_heads[n] for n in names], samples_per_col)
@@ -147,10 +158,10 @@ def _write_report(out: Path, settings: Any, explainer: Any, samples_per_col: flo
         report.add_table("series.csv", merged.series_csv())
         plotter = report.plotter
         stats = merged.head_statistics(settings.seed)
-        fig = plotter.score_heatmap(stats["score"].mean, names, title=f"mean periodicity score over {summary['scanned']} series")
+        fig = plotter.score_heatmap(stats["score"].mean, names, title=f"mean periodicity score over {summary['compared']} series")
         report.add_figure(fig, "head_scores", kind="head_scores")
-        report.add_figure(interval_figure(plotter, summary["heads"], summary["scanned"]), "head_intervals", kind="head_intervals")
-        clusters, order = head_clusters(merged.similarity, merged.real)
+        report.add_figure(interval_figure(plotter, summary["heads"], summary["compared"]), "head_intervals", kind="head_intervals")
+        clusters, order = merged.clusters()
         labels = [merged.head_label(i) for i in range(merged.similarity.shape[0])]
         fig = similarity_figure(plotter, merged.similarity, order, labels, [c.members for c in clusters])
         report.add_figure(fig, "head_clusters", kind="head_clusters")

@@ -45,7 +45,8 @@ def interval_figure(plotter: Any, heads: Sequence[dict[str, Any]], series: int, 
         ax.set_xlabel(f"periodicity score (mean over {series} series)")
         ax.set_xlim(left=0)
         ax.grid(True, axis="x", alpha=0.35, lw=0.6)
-        ax.set_title(f"top {len(shown)} heads; * = interval of (score - null) above 0")
+        marked = any("null_mean_score" in h for h in shown)
+        ax.set_title(f"top {len(shown)} heads" + ("; * = above the null (paired t-test, BH q < 0.05)" if marked else ""))
         fig.legend(loc="outside lower center", ncols=2, fontsize="x-small")
         ax.set_gid("interval_axes")
     return fig

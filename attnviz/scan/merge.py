@@ -4,22 +4,30 @@
 scanned or skipped (with the reason). With ``--ablate`` both gain the ablation columns of
 :mod:`attnviz.scan.ablation`. The summary's per-head statistics are means over series
 with bootstrap intervals, the same on phase-randomised surrogates of the same series (the null
-baseline), and the paired difference, so a "period head" is judged against chance.
+baseline), and the paired difference, so a "period head" is judged against chance: a head is
+``above_null`` when a one-sided paired t-test of score - null score over series, adjusted by
+Benjamini-Hochberg over all heads, gives q < 0.05, and only with at least
+``MIN_SERIES_FOR_VERDICT`` series.  Series whose ranking carries a caveat (history too short to
+compare heads with it, or flat) are listed in series.csv with the caveat but left out of the
+statistics: their scores mean something else.
 """
 from __future__ import annotations
 
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..periods import RECOVERY_RULE, period_recovered
 from .ablation import head_label
 from .shards import ScanSettings, read_shard
-from .stats import Interval, bootstrap_means, head_clusters
+from .stats import MIN_SERIES_FOR_VERDICT, Interval, above_null_test, bootstrap_means, head_clusters, real_heads
+
+FDR = 0.05  # Benjamini-Hochberg level of above_null
 
 __all__ = ["MergedScan", "merge_shards"]
 
@@ -41,15 +49,20 @@ class MergedScan:
     topk_delta: np.ndarray | None = None  # (series,) ΔMAE of the top-K / random heads (--ablate)
     random_delta: np.ndarray | None = None
     ablate: int = 0  # K of --ablate; 0: no ablation columns
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def scanned(self) -> np.ndarray:
         return np.array([not row["skipped"] for row in self.info], dtype=bool)
 
     @property
+    def compared(self) -> np.ndarray:
+        """Scanned series whose ranking has no caveat: the ones the statistics are over."""
+        return self.scanned & np.array([not row.get("caveat") for row in self.info], dtype=bool)
+
+    @property
     def real(self) -> np.ndarray:
-        width = self.scores.shape[2]
-        return np.array([[h < n for h in range(width)] for n in self.num_heads]).reshape(-1)
+        return real_heads(self.num_heads, self.scores.shape[2])
 
     def head_label(self, flat: int) -> str:
         layer, head = divmod(int(flat), self.scores.shape[2])
@@ -82,63 +95,87 @@ class MergedScan:
     def series_csv(self) -> str:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["series", "rows", "skipped", "reason", "mae", "mean_forecast_mae", "true_period",
-                         "top_layer", "top_head", "top_period_samples"]
+        writer.writerow(["series", "rows", "skipped", "reason", "caveat", "null_reason", "mae", "mean_forecast_mae",
+                         "true_period", "top_layer", "top_head", "top_period_samples"]
                         + (["topk_heads", "topk_delta_mae", "random_heads", "random_delta_mae"] if self.ablate else []))
         for s, row in enumerate(self.info):
             ablated = [head_label(row.get("topk_heads")), _cell(self.topk_delta[s]),
                        head_label(row.get("random_heads")), _cell(self.random_delta[s])] if self.ablate else []
-            writer.writerow([row["series"], row["rows"], int(row["skipped"]), row["reason"], _cell(self.mae[s]),
+            writer.writerow([row["series"], row["rows"], int(row["skipped"]), row["reason"], row.get("caveat", ""),
+                             row.get("null_reason", ""), _cell(self.mae[s]),
                              _cell(self.mean_mae[s]), _cell(row["true_period"]), row["top_layer"] or "",
                              "" if row["top_head"] is None else row["top_head"], _cell(row["top_period"])] + ablated)
         return buffer.getvalue()
 
     # ----- statistics --------------------------------------------------------------------------
-    def head_statistics(self, seed: int, resamples: int = 1000) -> dict[str, Interval | None]:
-        used = self.scanned
-        scores = bootstrap_means(self.scores[used], resamples, seed=seed)
-        if not np.isfinite(self.null_scores[used]).any():
-            return {"score": scores, "null": None, "difference": None}
-        null = bootstrap_means(self.null_scores[used], resamples, seed=seed + 1)
-        diff = bootstrap_means(self.scores[used] - self.null_scores[used], resamples, seed=seed + 2)
-        return {"score": scores, "null": null, "difference": diff}
+    def head_statistics(self, seed: int, resamples: int = 1000) -> dict[str, Any]:
+        """Bootstrap intervals of the score, the null score and their difference over the compared
+        series, and the per-head test against the null (computed once per seed)."""
+        key = ("stats", seed, resamples)
+        if key not in self._memo:
+            used = self.compared
+            scores = bootstrap_means(self.scores[used], resamples, seed=seed)
+            stats: dict[str, Any] = {"score": scores, "null": None, "difference": None, "test": None}
+            if np.isfinite(self.null_scores[used]).any():
+                diff = self.scores[used] - self.null_scores[used]
+                stats.update(null=bootstrap_means(self.null_scores[used], resamples, seed=seed + 1),
+                             difference=bootstrap_means(diff, resamples, seed=seed + 2), test=above_null_test(diff))
+            self._memo[key] = stats
+        return self._memo[key]
+
+    def clusters(self, threshold: float = 0.5) -> tuple[list[Any], np.ndarray]:
+        """``head_clusters`` of the similarity (computed once per threshold)."""
+        key = ("clusters", threshold)
+        if key not in self._memo:
+            self._memo[key] = head_clusters(self.similarity, self.real, threshold)
+        return self._memo[key]
 
     def period_recovery(self) -> dict[str, Any] | None:
-        """How often the top head's period matches the known period (within max(one column, 8 %))."""
-        rows = [(r["true_period"], r["top_period"]) for r in self.info if not r["skipped"] and r["true_period"]]
+        """How often the top head's period matches the known period (``RECOVERY_RULE``)."""
+        rows = [(r["true_period"], r["top_period"]) for r, use in zip(self.info, self.compared) if use and r["true_period"]]
         if not rows:
             return None
         true = np.array([t for t, _ in rows], dtype=float)
         found = np.array([np.nan if d is None else d for _, d in rows], dtype=float)
-        tol = np.maximum(self.samples_per_col, 0.08 * true)
-        ok = np.isfinite(found) & (np.abs(found - true) <= tol)
+        ok = period_recovered(found, true, self.samples_per_col)
         return {"series": len(rows), "within_tolerance": int(ok.sum()), "share": float(ok.mean()),
-                "tolerance": "max(one column, 8 % of the true period)", "true": true, "detected": found}
+                "tolerance": RECOVERY_RULE, "true": true, "detected": found}
 
     def summary(self, seed: int, threshold: float = 0.5) -> dict[str, Any]:
         stats = self.head_statistics(seed)
-        score, null, diff = stats["score"], stats["null"], stats["difference"]
+        score, null, diff, test = stats["score"], stats["null"], stats["difference"], stats["test"]
+        enough = score.n >= MIN_SERIES_FOR_VERDICT
         heads = []
         for li, name in enumerate(self.layer_names):
             for h in range(self.num_heads[li]):
                 entry: dict[str, Any] = {"layer": name, "head": h, "mean_score": score.mean[li, h],
                                          "score_ci": [score.lo[li, h], score.hi[li, h]],
-                                         "median_period_samples": _median(self.periods[self.scanned, li, h])}
-                if null is not None and diff is not None:
+                                         "median_period_samples": _median(self.periods[self.compared, li, h])}
+                if null is not None and diff is not None and test is not None:
+                    p, q = test[0][li, h], test[1][li, h]
                     entry.update(null_mean_score=null.mean[li, h], null_score_ci=[null.lo[li, h], null.hi[li, h]],
-                                 difference_ci=[diff.lo[li, h], diff.hi[li, h]],
-                                 above_null=bool(np.isfinite(diff.lo[li, h]) and diff.lo[li, h] > 0))
+                                 difference_ci=[diff.lo[li, h], diff.hi[li, h]], p_value=p, q_value=q,
+                                 above_null=bool(enough and np.isfinite(q) and q < FDR) if enough else None)
                 heads.append(entry)
         heads.sort(key=lambda e: -e["mean_score"] if math.isfinite(e["mean_score"]) else math.inf)
-        clusters, _ = head_clusters(self.similarity, self.real, threshold)
+        clusters, _ = self.clusters(threshold)
         mae = self.mae[self.scanned]
         recovery = self.period_recovery()
+        caveated = int((self.scanned & ~self.compared).sum())
         return {
             "series": len(self.info),
             "scanned": int(self.scanned.sum()),
             "skipped": int((~self.scanned).sum()),
+            "compared": int(self.compared.sum()),
+            "left_out_of_statistics": None if not caveated else
+                f"{caveated} scanned series whose ranking carries a caveat (series.csv, column caveat)",
             "interval": f"95 % bootstrap percentile interval over series ({score.n} series, 1000 resamples)",
             "null_baseline": "phase-randomised surrogate of each series (same spectrum, random phases)" if null else None,
+            "above_null_rule": None if null is None else (
+                f"one-sided paired t-test of score - null score over series, Benjamini-Hochberg q < {FDR} over all "
+                f"{int(self.real.sum())} heads" if enough else
+                f"no verdict: {score.n} series compared, at least {MIN_SERIES_FOR_VERDICT} needed"),
+            "heads_above_null": None if null is None or not enough else sum(1 for e in heads if e.get("above_null")),
             "heads": heads,
             "head_clusters": {
                 "threshold": threshold,

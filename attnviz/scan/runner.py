@@ -21,7 +21,7 @@ import numpy as np
 
 from .shards import ScanSettings, ShardError, read_shard, shard_path, write_shard
 from .sources import ScanItem
-from .stats import lag_profile_correlation, phase_surrogate
+from .stats import lag_profile_correlation, phase_surrogate, real_heads
 
 __all__ = ["Distributed", "compute_shard", "head_arrays", "run_shards"]
 
@@ -60,23 +60,20 @@ class Distributed:
                 dist.destroy_process_group()
 
 
-def head_arrays(res: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(layers, heads) scores and periods of one result, NaN where a layer has fewer heads."""
+def head_arrays(res: Any) -> tuple[np.ndarray, np.ndarray, str]:
+    """(layers, heads) scores and periods of one result, NaN where a layer has fewer heads, and
+    the ranking's caveat for this series ("" when its scores can be compared with others')."""
     shape = res.time_maps.shape[:2]
     scores, periods = np.full(shape, np.nan), np.full(shape, np.nan)
-    with warnings.catch_warnings():  # a caveat of one series is recorded as its score, not shouted
+    with warnings.catch_warnings():  # the caveat is returned (series.csv records it), not shouted
         warnings.simplefilter("ignore")
         ranked = res.ranked_heads
     for h in ranked:
         li = res.layer_index(h.layer)
         scores[li, h.head] = h.score
         periods[li, h.head] = h.period_samples
-    return scores, periods
-
-
-def _real_heads(res: Any) -> np.ndarray:
-    layers, width = res.time_maps.shape[:2]
-    return np.array([[h < res.heads_of(li) for h in range(width)] for li in range(layers)]).reshape(-1)
+    caveat = "; ".join(c.short for c in res.series_periodicity.caveats())
+    return scores, periods, caveat
 
 
 def compute_shard(
@@ -112,24 +109,31 @@ def compute_shard(
             for i in batch:
                 info[i]["skipped"], info[i]["reason"] = True, str(exc).splitlines()[0]
             continue
-        nulls = [None] * len(batch)
+        nulls: list[Any] = [None] * len(batch)
         if settings.null:
             surrogates = [phase_surrogate(items[i].history, settings.seed * 1_000_003 + indices[i]) for i in batch]
-            nulls = explainer.analyze_many(surrogates, settings.horizon)
+            try:
+                nulls = explainer.analyze_many(surrogates, settings.horizon)
+            except ValueError as exc:  # the series stay scanned; their null scores stay empty, and say why
+                for i in batch:
+                    info[i]["null_reason"] = str(exc).splitlines()[0]
         for i, res, null in zip(batch, results, nulls):
-            scores, periods = head_arrays(res)
+            scores, periods, caveat = head_arrays(res)
             arrays["scores"][i], arrays["periods"][i] = scores, periods
+            info[i]["caveat"] = caveat
             if null is not None:
                 arrays["null_scores"][i] = head_arrays(null)[0]
-            corr, valid = lag_profile_correlation(res.lag_curves().values.reshape(flat, -1), _real_heads(res))
+            real = real_heads([res.heads_of(li) for li in range(layers)], heads)
+            corr, valid = lag_profile_correlation(res.lag_curves().values.reshape(flat, -1), real)
             arrays["corr_sum"] += corr
             arrays["corr_count"] += valid
             item = items[i]
             if item.truth is not None:
                 arrays["mae"][i] = mae(res.forecast.forecast, item.truth)
                 arrays["mean_mae"][i] = mae(mean_forecast(item.history, settings.horizon), item.truth)
-            top = int(np.nanargmax(np.where(np.isfinite(scores), scores, -np.inf)))
-            info[i].update(top_layer=res.layer_names[top // heads], top_head=top % heads, top_period=periods.flat[top])
+            if np.isfinite(scores).any():
+                top = int(np.nanargmax(np.where(np.isfinite(scores), scores, -np.inf)))
+                info[i].update(top_layer=res.layer_names[top // heads], top_head=top % heads, top_period=periods.flat[top])
         known = [(i, res) for i, res in zip(batch, results) if items[i].truth is not None]
         if ablation is not None and known:
             done = ablation.run([items[i].history for i, _ in known], [items[i].truth for i, _ in known],
@@ -146,6 +150,8 @@ def _info(item: ScanItem) -> dict[str, Any]:
         "rows": item.rows,
         "skipped": bool(item.skip),
         "reason": item.skip,
+        "caveat": "",
+        "null_reason": "",
         "true_period": item.period,
         "top_layer": None,
         "top_head": None,

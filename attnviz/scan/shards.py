@@ -16,7 +16,7 @@ import os
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class ScanSettings:
 
     source: str
     series: int
-    names_digest: str
+    data_digest: str  # names, histories and truths of every series (``items_digest``)
     length: int
     horizon: int
     holdout: bool
@@ -49,6 +49,8 @@ class ScanSettings:
     ablate: int = 0  # K of --ablate (0: no ablation)
     ablate_mode: str = ""  # "mean" or "zero" with --ablate
     ablate_reference: str = ""  # the reference set of the mean ablation (see attnviz.scan.ablation)
+    weights_digest: str = ""  # every parameter and buffer of the model (``model_digest``)
+    grid: str = ""  # the token geometry at this length and horizon (VisionTS: depends on the periodicity)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,8 +68,28 @@ class ScanSettings:
         return range(k * self.shard_size, min((k + 1) * self.shard_size, self.series))
 
 
-def names_digest(names: list[str]) -> str:
-    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+def items_digest(items: Sequence[Any]) -> str:
+    """Digest of every series' name, history, truth and known period: a file edited in place, or
+    another file under the same name, is another scan."""
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(f"{item.name}\0{item.skip}\0{item.period}\0".encode())
+        for values in (item.history, item.truth):
+            digest.update(b"-" if values is None else np.ascontiguousarray(values, dtype=np.float64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def model_digest(model: Any) -> str:
+    """Digest of a torch module's parameters and buffers (names, shapes, dtypes, values): two
+    randomly initialised models, or two checkpoints, never share shards."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        data = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tuple(tensor.shape)}:{data.dtype}\0".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()[:16]
 
 
 def claim_folder(out: Path, settings: ScanSettings) -> int:

@@ -7,15 +7,13 @@ nothing is silently dropped.
 """
 from __future__ import annotations
 
-import csv
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..series_input import MAX_FIELD_CHARS, shown
+from ..series_input import shown
 
 __all__ = ["ScanItem", "bundled", "csv_columns", "csv_folder", "synthetic", "window", "windows"]
 
@@ -45,21 +43,22 @@ def window(name: str, values: np.ndarray, length: int, horizon: int, holdout: bo
     if bad.any():
         where = int(np.flatnonzero(bad)[0])
         kind = "NaN" if np.isnan(used[where]) else "an infinite value"
-        return ScanItem(name, None, skip=f"{kind} at row {start + where} (clean or interpolate it first)")
+        return ScanItem(name, None, skip=f"{kind} at data row {start + where} (clean or interpolate it first)")
     history, truth = used[:length], (used[length:] if holdout else None)
     return ScanItem(name, history, truth, rows=f"{start}:{start + need}")
 
 
 def windows(name: str, values: np.ndarray, length: int, horizon: int, holdout: bool, stride: int | None) -> list[ScanItem]:
-    """Without ``stride``: the series' last window. With it: every window of ``length`` (+
-    ``horizon`` held out) starting each ``stride`` rows, named ``name@first_row`` — one long real
-    series becomes a dataset of windows."""
+    """Without ``stride``: the series' last window. With it: windows of ``length`` (+ ``horizon``
+    held out) every ``stride`` rows, counted back from the series' end so the newest values are
+    always in the last window, named ``name@first_row`` — one long real series becomes a dataset
+    of windows (oldest first)."""
     if stride is None:
         return [window(name, values, length, horizon, holdout)]
     need = length + (horizon if holdout else 0)
-    starts = range(0, values.size - need + 1, stride)
-    if not starts:
+    if values.size < need:
         return [window(name, values, length, horizon, holdout)]  # too short: says so
+    starts = range((values.size - need) % stride, values.size - need + 1, stride)
     return [window(f"{name}@{s}", values[s:s + need], length, horizon, holdout, first_row=s) for s in starts]
 
 
@@ -80,12 +79,12 @@ def bundled(names: Sequence[str], length: int, horizon: int, holdout: bool, stri
 def csv_columns(path: Path, length: int, horizon: int, holdout: bool = False, stride: int | None = None) -> list[ScanItem]:
     """Each column of a CSV with a header row is one series (empty cells at a column's end make
     columns of different lengths; a non-numeric or empty cell inside a column skips it)."""
-    header, columns = _read_columns(path)
+    header, columns, lines = _read_columns(path)
     items = []
     for name, cells in zip(header, columns):
         while cells and not cells[-1].strip():
             cells.pop()
-        values, problem = _numbers(cells)
+        values, problem = _numbers(cells, lines)
         label = f"{path.stem}:{name}"
         if problem:
             items.append(ScanItem(label, None, skip=problem))
@@ -123,42 +122,33 @@ def synthetic(count: int, seed: int, length: int, horizon: int) -> list[ScanItem
     return [ScanItem(f"synthetic_{i}", c.history, c.truth, c.period, rows=f"0:{length + horizon}") for i, c in enumerate(cases)]
 
 
-def _read_columns(path: Path) -> tuple[list[str], list[list[str]]]:
-    if not path.is_file():
-        raise ValueError(f"CSV file not found: {path}")
-    csv.field_size_limit(MAX_FIELD_CHARS)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = [row for row in csv.reader(handle) if row and not row[0].lstrip().startswith("#")]
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not UTF-8 text; re-save it as UTF-8") from None
-    except csv.Error as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    if len(rows) < 2:
+def _read_columns(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, one list of cells per column (short rows padded with empty cells) and the file
+    line of each data row."""
+    from ..series_input import read_csv_table
+
+    header, rows, lines = read_csv_table(path)
+    if not rows:
         raise ValueError(f"{path} needs a header row and at least one row of values")
-    header = [cell.strip() for cell in rows[0]]
     if len(set(header)) != len(header):
         raise ValueError(f"{path}: column names must be unique, got {', '.join(shown(h, 20) for h in header)}")
     width = len(header)
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in zip(lines, rows):
         if len(row) > width:
-            raise ValueError(f"{path} row {line}: {len(row)} cells under a header of {width} columns")
-    columns = [[row[i] if i < len(row) else "" for row in rows[1:]] for i in range(width)]
-    return header, columns
+            raise ValueError(f"{path} line {line}: {len(row)} cells under a header of {width} columns")
+    return header, [[row[i] if i < len(row) else "" for row in rows] for i in range(width)], lines
 
 
-def _numbers(cells: Sequence[str]) -> tuple[np.ndarray, str]:
-    """The cells as float64, or a reason naming the first cell that is not a number."""
+def _numbers(cells: Sequence[str], lines: Sequence[int]) -> tuple[np.ndarray, str]:
+    """The cells as float64, or a reason naming the file line of the first cell that is not a number."""
     try:
         return np.asarray(cells, dtype=np.float64), ""
     except ValueError:
         pass
-    for row, cell in enumerate(cells):
+    for row, (cell, line) in enumerate(zip(cells, lines)):
         try:
-            value = float(cell)
+            float(cell)
         except ValueError:
             what = "an empty cell" if not cell.strip() else f"a non-numeric value {shown(cell.strip(), 30)}"
-            return np.zeros(0), f"{what} at row {row}"
-        if math.isnan(value):  # pragma: no cover - float() parsed it, so asarray would have too
-            return np.zeros(0), f"NaN at row {row}"
+            return np.zeros(0), f"{what} at line {line} (data row {row})"
     return np.zeros(0), "could not read the column as numbers"  # pragma: no cover

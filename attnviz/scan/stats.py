@@ -1,5 +1,6 @@
-"""Dataset-level statistics of a scan: bootstrap intervals, phase-randomised null series, and
-head clusters from the similarity of their lag profiles.
+"""Dataset-level statistics of a scan: bootstrap intervals, phase-randomised null series, a
+per-head test against the null corrected for testing every head, and head clusters from the
+similarity of their lag profiles.
 
 All randomness is seeded per purpose (and per series for surrogates), so a scan split over
 ranks or resumed from shards gives the same numbers as one uninterrupted run.
@@ -11,7 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Interval", "bootstrap_means", "head_clusters", "lag_profile_correlation", "phase_surrogate"]
+__all__ = [
+    "MIN_SERIES_FOR_VERDICT", "Interval", "above_null_test", "benjamini_hochberg", "bootstrap_means", "head_clusters",
+    "lag_profile_correlation", "phase_surrogate", "real_heads",
+]
+
+MIN_SERIES_FOR_VERDICT = 10  # fewer series: intervals are printed, but no verdict is drawn from them
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,51 @@ def bootstrap_means(values: np.ndarray, resamples: int = 1000, level: float = 0.
     return Interval(mean.reshape(shape), np.asarray(lo).reshape(shape), np.asarray(hi).reshape(shape), n)
 
 
+def real_heads(num_heads: list[int], width: int) -> np.ndarray:
+    """Flat (layers * width,) mask of the heads that exist (layers with fewer heads are padded)."""
+    return (np.arange(width)[None, :] < np.asarray(num_heads)[:, None]).reshape(-1)
+
+
+def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values) of the finite entries; NaN stays NaN.
+
+    Rejecting every q <= alpha keeps the expected share of false discoveries among the rejected
+    at most alpha (independent or positively dependent tests)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p.reshape(-1)))
+    if finite.size:
+        flat = p.reshape(-1)[finite]
+        order = np.argsort(flat)
+        ranked = flat[order] * finite.size / np.arange(1, finite.size + 1)
+        adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
+        out = np.empty(finite.size)
+        out[order] = np.minimum(adjusted, 1.0)
+        q.reshape(-1)[finite] = out
+    return q
+
+
+def above_null_test(differences: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-sided paired t-test per head that the mean of score - null score over series is > 0.
+
+    differences: (series, ...) with NaN where a series has no value for a head.  Returns
+    (p-values, Benjamini-Hochberg q-values over all heads, series counts), shaped like one
+    series.  A head whose differences are all equal gets p = 0 when they are positive, else 1.
+    """
+    from scipy.stats import t as student_t
+
+    d = np.asarray(differences, dtype=np.float64)
+    finite = np.isfinite(d)
+    n = finite.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(finite, d, 0.0).sum(axis=0) / n
+        var = np.where(finite, (d - mean) ** 2, 0.0).sum(axis=0) / (n - 1)
+        t = mean / np.sqrt(var / n)
+        p = np.where(var > 0, student_t.sf(t, np.maximum(n - 1, 1)), np.where(mean > 0, 0.0, 1.0))
+    p = np.where(n >= 2, p, np.nan)
+    return p, benjamini_hochberg(p), n
+
+
 def phase_surrogate(series: np.ndarray, seed: int) -> np.ndarray:
     """A series with the same amplitude spectrum (so the same autocorrelation) and mean, but
     random Fourier phases: any period structure a head "finds" in it is chance."""
@@ -72,7 +123,7 @@ def lag_profile_correlation(curves: np.ndarray, real: np.ndarray) -> tuple[np.nd
     not a head). Returns (corr, valid) of shape (heads, heads); ``valid`` is False where a
     head's curve is flat or absent (its correlation is undefined, counted as missing)."""
     c = np.where(np.isfinite(curves), curves, np.nan)
-    keep = np.isfinite(c).all(axis=0)  # lags defined for every head
+    keep = np.isfinite(c[real]).all(axis=0)  # lags defined for every real head (padding is all NaN)
     c = c[:, keep]
     c = c - c.mean(axis=1, keepdims=True) if c.size else c
     norm = np.linalg.norm(c, axis=1) if c.size else np.zeros(len(curves))
