@@ -23,6 +23,7 @@
   scanned.forEach(function (s, j) { scanPos[s] = j; });
   var hasKnown = scanned.some(function (s) { return isFinite(truePeriod[s]); });
   var stat = D.stats, hasNull = !!qNull, MARK = "#7b2d8e";  // the table's selected series, wherever it is drawn
+  var verdict = hasNull && stat.above_null.some(function (v) { return v !== null; });  // none under 10 series
 
   function label(k) { return D.layers[headL[k]] + ":" + headH[k]; }
   function known(v) { return v !== null && v !== undefined && isFinite(v); }
@@ -52,13 +53,13 @@
   function drawGrid() {
     geom.grid = K.headGrid(el.grid, {
       layers: D.layers, heads: D.heads, lut: K.bytes(D.cmap), key: "mean score",
-      title: "mean periodicity score over " + nScan + " series",
+      title: "mean periodicity score over " + D.compared + " series",
       note: "outline: selected head · dashed: its cluster",
       group: function (l, h) { var k = headOf[l + ":" + h], c = clusterOf[state.head]; return c >= 0 && k !== state.head && clusterOf[k] === c; },
-      markLabel: hasNull ? "its 95 % interval of score − null lies above 0" : null, markColor: C.best,
+      markLabel: verdict ? "above the null (paired t-test, BH q < 0.05)" : null, markColor: C.best,
       selected: [headL[state.head], headH[state.head]], best: null,
       value: function (l, h) { var v = stat.mean[headOf[l + ":" + h]]; return known(v) ? v : null; },
-      mark: function (l, h) { return hasNull && stat.above_null[headOf[l + ":" + h]]; }
+      mark: function (l, h) { return verdict && stat.above_null[headOf[l + ":" + h]] === true; }
     });
   }
 
@@ -296,7 +297,7 @@
   function infoText() {
     var k = state.head, t = label(k) + " · mean score " + num(state.mean, 3) + " " + ci(state.ci, 3);
     if (hasNull) t += " · null " + num(state.nullMean, 3) + " " + ci(state.nullCi, 3) + " · score − null " + ci(state.diffCi, 3) +
-      (state.aboveNull ? ": above the null" : ": not above the null");
+      (state.aboveNull === null ? ": no verdict (" + D.above_null_rule + ")" : state.aboveNull ? ": above the null" : ": not above the null");
     t += " · median period " + (known(state.medianPeriod) ? num(state.medianPeriod, 1) + " samples" : "none");
     return t;
   }
@@ -424,7 +425,7 @@
     if (!hit) { tip(ev, null); return; }
     var k = headOf[hit[0] + ":" + hit[1]];
     tip(ev, label(k) + " · mean " + num(stat.mean[k], 3) + " " + ci([stat.lo[k], stat.hi[k]], 3) +
-        (hasNull ? " · null " + num(stat.null_mean[k], 3) + (stat.above_null[k] ? " · above the null" : "") : "") +
+        (hasNull ? " · null " + num(stat.null_mean[k], 3) + (stat.above_null[k] === true ? " · above the null" : "") : "") +
         " · median period " + num(stat.median_period[k], 1));
   });
   el.grid.addEventListener("mouseleave", function (ev) { tip(ev, null); });

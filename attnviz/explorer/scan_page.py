@@ -5,8 +5,9 @@ writes it (atomically, like ``write_html``).  ``merged`` is the scan's
 :class:`attnviz.scan.merge.MergedScan`, ``summary`` the dict ``merged.summary(seed)`` returns (what
 ``summary.json`` holds).  The page shows
 
-* the layer x head grid of mean scores over series (click a cell; a dot marks heads whose
-  95 % interval of score - null lies above 0);
+* the layer x head grid of mean scores over series (click a cell; a dot marks heads above the
+  null by the summary's rule: paired t-test, Benjamini-Hochberg over heads; no dots, and "no
+  verdict" in words, when the scan has too few series for one);
 * for the selected head: its scores over series as a histogram (the null's beside it), the mean
   with its interval and the null's, its detected periods over series (against the series' known
   periods when they have them), its cluster and the cluster's members (click one to select it);
@@ -137,7 +138,8 @@ def _stats(entries: list[dict[str, Any]], has_null: bool) -> dict[str, Any]:
     if has_null:
         out.update(null_mean=column("null_mean_score"), null_lo=column("null_score_ci", 0),
                    null_hi=column("null_score_ci", 1), diff_lo=column("difference_ci", 0),
-                   diff_hi=column("difference_ci", 1), above_null=[bool(e.get("above_null")) for e in entries])
+                   diff_hi=column("difference_ci", 1),
+                   above_null=[None if e.get("above_null") is None else bool(e["above_null"]) for e in entries])
     return out
 
 
@@ -285,6 +287,8 @@ def build_scan_payload(merged: Any, summary: Any, *, title: str | None = None) -
         "threshold": threshold,
         "interval": str(summary.get("interval") or "95 % bootstrap interval over series"),
         "null_baseline": summary.get("null_baseline") if has_null else None,
+        "above_null_rule": str(summary.get("above_null_rule") or "") if has_null else None,
+        "compared": int(summary.get("compared", c.scanned.size)),
         "recovery": _picked(summary.get("period_recovery"), series=int, within_tolerance=int, tolerance=str),
         "forecast": _picked(summary.get("forecast"), median_mae=_num, median_ratio_to_mean_forecast=_num),
         "selected": entries.index(max(entries, key=lambda e: float(e["mean_score"]))),
@@ -309,6 +313,10 @@ def _meta(payload: dict[str, Any]) -> str:
     parts = [f"{n} series ({n - scanned} skipped)", f"{len(payload['layers'])} layers, {sum(payload['heads'])} heads",
              f"1 column = {payload['samples_per_col']:g} samples", payload["interval"]]
     parts.append(f"null: {payload['null_baseline']}" if payload["null_baseline"] else "no null baseline (scan run with --no-null)")
+    if payload["null_baseline"] and payload["above_null_rule"]:
+        parts.append(f"above the null: {payload['above_null_rule']}")
+    if payload["compared"] < scanned:
+        parts.append(f"{scanned - payload['compared']} scanned series left out of the means (ranking caveat, see the table)")
     rec = payload["recovery"]
     if rec:
         parts.append(f"top head's period within {rec['tolerance']} of the known period in "

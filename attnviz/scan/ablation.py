@@ -54,7 +54,8 @@ RESAMPLES = 1000
 
 
 def check_request(args: argparse.Namespace) -> None:
-    """The checks that need no model: K >= 1, a truth for every series, a seed numpy accepts."""
+    """The checks that need no model: K >= 1 and a truth for every series (the parser already
+    refuses a negative --seed)."""
     if args.ablate is None:
         if args.ablate_mode is not None:
             raise ValueError("--ablate-mode is for --ablate K")
@@ -64,8 +65,6 @@ def check_request(args: argparse.Namespace) -> None:
     if not (args.holdout or args.synthetic):
         raise ValueError("--ablate measures the forecast error against the truth: add --holdout (each series' "
                          "last HORIZON values are held back as truth) or scan --synthetic series")
-    if args.seed < 0:
-        raise ValueError(f"--ablate draws random heads with numpy seeds [seed, series]: --seed must be >= 0, got {args.seed}")
 
 
 def ablation_fields(args: argparse.Namespace, total_heads: int) -> dict[str, Any]:

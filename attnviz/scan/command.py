@@ -180,4 +180,7 @@ def _write_report(out: Path, settings: Any, explainer: Any, samples_per_col: flo
             report.add_page(lambda path: write_scan_html(merged, summary, path))
         elif html:
             print("attnviz scan: no explorer page: none of the series was scanned", file=sys.stderr)
-        return report.finish({"settings": settings.to_dict(), "shards": done, "seconds": round(seconds, 1), **summary})
+        written = report.finish({"settings": settings.to_dict(), "shards": done, "seconds": round(seconds, 1), **summary})
+        for note in report.notes:
+            print(f"note: {note}", file=sys.stderr)
+        return written
