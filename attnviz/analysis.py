@@ -460,10 +460,12 @@ def _layer_cols(grid: TokenGrid, layer_grids: dict[str, TokenGrid], names: list[
         g = layer_grids.get(name)
         if g is None or g.cols == grid.cols:
             continue
-        if g.cols > grid.cols or not np.isclose(g.samples_per_col, grid.samples_per_col):
+        same_frame = np.isclose(g.samples_per_col, grid.samples_per_col) and np.isclose(g.sample_offset, grid.sample_offset)
+        if g.cols > grid.cols or not same_frame:
             raise ValueError(
-                f"layer {name!r} has a grid of {g.cols} columns of {g.samples_per_col:g} samples, which is "
-                f"not the first columns of the call's grid ({grid.cols} columns of {grid.samples_per_col:g} samples)"
+                f"layer {name!r} has a grid of {g.cols} columns of {g.samples_per_col:g} samples from sample "
+                f"{g.sample_offset:g}, which is not the first columns of the call's grid ({grid.cols} columns of "
+                f"{grid.samples_per_col:g} samples from sample {grid.sample_offset:g})"
             )
         out[name] = int(g.cols)
     return out

@@ -139,7 +139,7 @@ def load_model(args: argparse.Namespace, configured: str | None = None, device: 
         try:
             return load_visionts(visionts["periodicity"], visionts["arch"] or "mae_base", visionts["ckpt_dir"] or "./ckpt/",
                                  download=visionts["download"], allow_random_weights=visionts["allow_random_weights"],
-                                 trust_checkpoint=args.trust_checkpoint, device=device or _device(args.device))
+                                 trust_checkpoint=args.trust_checkpoint, device=device or device_name(args.device))
         except ImportError as exc:  # visionts is optional
             raise UserError(str(exc)) from None
     given = [f"--{f.replace('_', '-')}" for f, v in visionts.items() if v]
@@ -149,10 +149,11 @@ def load_model(args: argparse.Namespace, configured: str | None = None, device: 
                            configured=configured, max_memory_gb=args.max_memory_gb)
 
 
-def _device(name: str) -> str:
-    import torch
+def device_name(name: str) -> str:
+    """The device a ``--device`` value means here ('auto': CUDA when available)."""
+    from .forecasters.vitime.forecaster import resolve_device
 
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    return str(resolve_device(name))
 
 
 def cmd_experiments(args: argparse.Namespace, configured: str | None = None) -> int:

@@ -271,3 +271,13 @@ def test_query_period_lines_are_capped():
         assert float(lines[0].get_xdata()[0]) == 1e6 - 0.5  # the nearest first
     finally:
         plt.close(fig)
+
+
+def test_a_layer_grid_in_another_time_frame_is_refused():
+    """Layer grids must be the first columns of the call's grid: same column width and offset."""
+    from attnviz.analysis import _layer_cols
+
+    call = padded_grid()
+    assert _layer_cols(call, {"enc": padded_grid(cols=4)}, ["enc"]) == {"enc": 4}
+    with pytest.raises(ValueError, match=r"from sample -4, which is not the first columns .* from sample -20"):
+        _layer_cols(call, {"enc": padded_grid(cols=4, sample_offset=-4.0)}, ["enc"])

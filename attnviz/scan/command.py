@@ -79,15 +79,16 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from ..analysis import MultiHeadAttentionRollout
     from ..progress import ProgressBar
     from ..report import ensure_writable_dir, model_label
-    from ..cli import load_model
+    from ..cli import device_name, load_model
     from .runner import Distributed, run_shards
     from .shards import ScanSettings, claim_folder, items_digest, model_digest
 
     items, source = _items(args)
     if not items:
         raise ValueError(f"{source} holds no series")
-    where = Distributed.from_env(args.device)
-    device = f"cuda:{where.local_rank}" if where.world > 1 and args.device.startswith("cuda") else args.device
+    requested = device_name(args.device)  # "auto" resolved first: under torchrun each rank takes its own GPU
+    where = Distributed.from_env(requested)
+    device = f"cuda:{where.local_rank}" if where.world > 1 and requested.startswith("cuda") else requested
     out = ensure_writable_dir(args.out)
     try:
         fc = load_model(args, device=device)

@@ -174,12 +174,6 @@ class FoldedGrid:
         return self.periodicity * self.periods_in / self.input_cols
 
     @property
-    def samples_per_col_out(self) -> float:
-        """The same on the output side (``P * periods_out / grid_size``); differs from
-        :attr:`samples_per_col` only by visionts' rounding of ``periods_out``."""
-        return self.periodicity * self.periods_out / self.grid_size
-
-    @property
     def visible(self) -> np.ndarray:
         """(num_patches,) bool, natural order: True for tokens the encoder sees."""
         return np.tile(np.arange(self.grid_size) < self.input_cols, self.grid_size)

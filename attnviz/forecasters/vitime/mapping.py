@@ -114,12 +114,6 @@ class SeriesImageMapper:
         return image
 
     # ----- normalisation -------------------------------------------------------------------------
-    def location_scale(self, history: np.ndarray) -> tuple[float, float]:
-        """mu and std of the resampled history, in the caller's units (see ``scaled_location_scale``)."""
-        scale = magnitude_scale(history)
-        mu, std = self.scaled_location_scale(history / scale, scale)
-        return mu * scale, std * scale
-
     def scaled_location_scale(self, scaled: np.ndarray, scale: float) -> tuple[float, float]:
         """mu and std of ``scaled`` = history / ``scale`` (``magnitude_scale``), in scaled units.
 
