@@ -31,13 +31,14 @@ seeded draws: the null is "a uniformly random k-subset of all heads" (top heads 
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 
 from .evaluation import harmonic_mixtures, mae
+from .intervals import bootstrap_means, percentile_interval
 from .validation import as_horizon, as_series
 
 __all__ = ["MODES", "AblationComparison", "AblationResult", "HeadAblator", "RandomComparison", "ReferenceMeans"]
@@ -472,20 +473,12 @@ def check_mode(mode: Any) -> str:
     return mode
 
 
-def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
-    """Central ``confidence`` interval of ``values`` (numpy's linear percentiles)."""
-    tail = 50.0 * (1.0 - confidence)
-    lo, hi = np.percentile(values, [tail, 100.0 - tail])
-    return float(lo), float(hi)
-
-
 def bootstrap_mean_interval(values: np.ndarray, confidence: float, n_boot: int, seed: int) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the mean of ``values`` (seeded)."""
+    """Percentile-bootstrap interval of the mean of ``values`` (seeded; ``intervals.bootstrap_means``)."""
     if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 1:
         raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
-    rng = np.random.default_rng([int(seed), 7919])
-    idx = rng.integers(0, len(values), size=(int(n_boot), len(values)))
-    return percentile_interval(values[idx].mean(axis=1), confidence)
+    iv = bootstrap_means(np.asarray(values, dtype=float)[:, None], int(n_boot), float(confidence), seed=int(seed))
+    return float(iv.lo[0]), float(iv.hi[0])
 
 
 def _truth(truth: Any, horizon: int) -> np.ndarray | None:

@@ -33,7 +33,7 @@ from ..forecasters.vitime.budget import check_training_memory
 from ..forecasters.vitime.checkpoint import CheckpointError, resolve_native_paths
 from ..progress import ProgressBar
 from ..forecasters.vitime.mapping import BLUR_KERNEL_SIZE, STD_EPS, opencv_gaussian_kernel
-from .config import DEFAULT_MODEL, TrainConfig
+from .config import TrainConfig
 from .growth import can_deepen, deepen_state
 from .synthetic import SyntheticSeries
 

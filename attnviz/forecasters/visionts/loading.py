@@ -6,7 +6,6 @@ weights on purpose) read in one place and its errors name the flags, not Python 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from ..vitime.checkpoint import CheckpointError
 from .forecaster import VisionTSForecaster, import_visionts
