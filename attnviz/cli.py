@@ -85,8 +85,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
         from .ranking import RankingCaveatWarning
         from .validation import as_series
 
+        from .grid import check_reference_periods
+
         series = as_series(source.values)
         fc = load_model(args)
+        # before the forward: a period shorter than one token column of this call cannot show
+        check_reference_periods(args.known_period, fc.grid(len(series), args.horizon), name="--known-period")
         res = MultiHeadAttentionRollout(fc).analyze(series, args.horizon)
         with warnings.catch_warnings():  # the caveats are printed below as one-line notes
             warnings.simplefilter("ignore", RankingCaveatWarning)

@@ -125,3 +125,19 @@ def test_period_sweep_tolerance_is_the_calls_token_column(vitime_fixture_forecas
     outcome = runner.run(exp)
     spc = vitime_fixture_forecaster.grid(LENGTH, HORIZON).samples_per_col
     assert f"one column = {spc:g}" in outcome.observed
+
+
+def test_a_known_period_shorter_than_a_column_is_refused_before_the_forward(capsys, monkeypatch, tmp_path):
+    """512 + 720 samples on 77 columns: one column is 16 samples; 3 cannot show (and the parser
+    refuses a negative period before anything loads)."""
+    from attnviz.analysis import MultiHeadAttentionRollout
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("the model ran before --known-period was checked")
+
+    monkeypatch.setattr(MultiHeadAttentionRollout, "analyze", no_forward)
+    argv = ["explain", "--expr", "sin(n/10)", "--length", "512", "--horizon", "720", "--out", str(tmp_path / "o")]
+    err = run_error(capsys, argv + ["--known-period", "3"])
+    assert err.startswith("attnviz: error: --known-period: 3.0 samples is shorter than one token column (16 samples)")
+    monkeypatch.setattr(cli, "load_model", no_forward)
+    assert "--known-period: expected a positive finite number" in parse_error(capsys, argv + ["--known-period", "-2"])
