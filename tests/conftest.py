@@ -1,4 +1,4 @@
-"""Shared test fixtures: the upstream-format ViTime fixture and its loaded forecaster."""
+"""Shared test fixtures: the upstream-format ViTime fixture, its loaded forecaster, the bundled model."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,6 +23,17 @@ def vitime_fixture_forecaster():
     from attnviz.forecasters.vitime import ViTimeForecaster
 
     return ViTimeForecaster.from_checkpoint(FIXTURE_DIR / "checkpoint.pth")
+
+
+@pytest.fixture(scope="session")
+def bundled_forecaster():
+    """The bundled default model (``attnviz.load_forecaster()``), loaded once for the session.
+
+    Tests must not modify the model; a test about loading itself calls ``load_forecaster``.
+    """
+    import attnviz
+
+    return attnviz.load_forecaster()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -162,10 +160,16 @@ def test_init_from_checkpoint_or_weights_file(tmp_path):
     (["--other-fraction", "x"], "in [0, 1]"),
     (["--depth", "0"], "positive integer"),
 ])
-def test_nonsense_flags_are_argparse_errors(flags, message):
-    proc = subprocess.run([sys.executable, "-m", "attnviz.training", *flags], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+def test_nonsense_flags_are_argparse_errors(flags, message, capsys):
+    # in this process (what ``python -m attnviz.training`` calls); test_growth's
+    # test_cli_reports_unfitting_init_weights_in_one_line starts the real process
+    from attnviz.training.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(flags)
+    stderr = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert message in stderr and "Traceback" not in stderr
 
 
 def _write_log(path, steps, evals=()):
@@ -210,10 +214,14 @@ def test_training_curve_step_ticks_stay_short(step, label):
     (["--start-difficulty", "0.5", "--max-difficulty", "0.2"], "start_difficulty 0.5 is above max_difficulty 0.2"),
     (["--easy-fraction", "0.8", "--other-fraction", "0.4"], "easy_fraction 0.8 + other_family_fraction 0.4 exceed 1"),
 ])
-def test_contradictory_flags_are_refused(flags, message):
-    proc = subprocess.run([sys.executable, "-m", "attnviz.training", *flags], capture_output=True, text=True)
-    assert proc.returncode != 0
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+def test_contradictory_flags_are_refused(flags, message, capsys):
+    from attnviz.training.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(flags)
+    stderr = capsys.readouterr().err
+    assert exit_.value.code != 0
+    assert message in stderr and "Traceback" not in stderr
 
 
 @pytest.mark.parametrize("fields, message", [
