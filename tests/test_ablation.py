@@ -289,11 +289,10 @@ def test_cli_main_runs_ablate_once_registered(fixture_dir, tmp_path):
 
 
 # ----- bundled model ------------------------------------------------------------------------------
-def test_bundled_model_self_reference_identity_and_top_head_ablation():
-    import attnviz
+def test_bundled_model_self_reference_identity_and_top_head_ablation(bundled_forecaster):
     from attnviz.signals import evaluate_expression
 
-    fc = attnviz.load_forecaster()
+    fc = bundled_forecaster
     ab = HeadAblator(fc)
     x = evaluate_expression(SEED_EXPR, 512 + 720)
     history, truth = x[:512], x[512:]

@@ -49,8 +49,8 @@ def test_periodic_peaks_matches_multiples_within_tolerance():
     assert periodic_peaks(peaks, 62.83, 1.5, 260) == [64.0]
 
 
-def test_seed_experiments_write_figures_and_summaries(tmp_path):
-    fc = attnviz.load_forecaster()
+def test_seed_experiments_write_figures_and_summaries(tmp_path, bundled_forecaster):
+    fc = bundled_forecaster
     stale = tmp_path / "three_harmonics" / "experiment_three_harmonics_layer_9_head_9_correlations.png"
     stale.parent.mkdir()
     stale.write_bytes(b"old figure of a head this run does not pick")

@@ -37,8 +37,8 @@ TINY = {"h": 32, "maxScal": 3.5, "size": [64, 0, 96], "patch_size": [8, 16], "em
 
 
 @pytest.fixture(scope="module")
-def bundled():
-    return attnviz.load_forecaster()
+def bundled(bundled_forecaster):
+    return bundled_forecaster
 
 
 def seasonal(n: int) -> np.ndarray:

@@ -109,16 +109,20 @@ def test_output_folder_that_is_a_file_is_one_clear_error(tmp_path):
         ReportWriter(blocker / "sub", "run")
 
 
+# The "figures" are bytes naming their run, written by a stand-in plotter: what is raced here is
+# the report writer's staging and finish(), and leaving matplotlib out makes each process cheap.
 CONCURRENT = """
 import sys
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from pathlib import Path
 from attnviz.report import ReportWriter
+class BytesPlotter:
+    def save(self, fig, path):
+        Path(path).write_bytes(fig)
+        return Path(path)
 out, name = sys.argv[1], sys.argv[2]
-with ReportWriter(out, name) as report:
+with ReportWriter(out, name, BytesPlotter()) as report:
     for k in range(3):
-        fig = Figure(figsize=(1, 1), dpi=20); FigureCanvasAgg(fig); fig.subplots().plot([0, 1])
-        report.add_figure(fig, f"f{k}", kind="test")
+        report.add_figure(f"{name} figure {k}".encode(), f"f{k}", kind="test")
     report.finish({"name": name})
 """
 
@@ -133,6 +137,8 @@ def test_concurrent_runs_into_one_folder_leave_one_consistent_run(tmp_path):
     on_disk = sorted(p.name for p in tmp_path.iterdir() if p.name != "summary.json")
     assert on_disk == listed and len(listed) == 3
     assert all(name.startswith(f"experiment_{summary['name']}_") for name in listed)
+    # and each file holds what that run wrote, not another run's figure of the same name
+    assert sorted((tmp_path / name).read_text() for name in listed) == [f"{summary['name']} figure {k}" for k in range(3)]
 
 
 def small_result(layers: int = 2, heads: int = 3, lag_cols: int = 4) -> AnalysisResult:
