@@ -473,13 +473,13 @@ def test_visionts_result_renders():
 
 
 @pytest.fixture(scope="module")
-def bundled(tmp_path_factory):
+def bundled(tmp_path_factory, bundled_forecaster):
     """The real bundled model on the seed signal, its page written (with truth and 2*pi*10)."""
     import attnviz
     from attnviz.signals import evaluate_expression
 
     x = evaluate_expression("sin(n/10)+sin(n/5+50)+cos(n+50)", 512 + 720)
-    res = attnviz.MultiHeadAttentionRollout(attnviz.load_forecaster()).analyze(x[:512], 720)
+    res = attnviz.MultiHeadAttentionRollout(bundled_forecaster).analyze(x[:512], 720)
     path = tmp_path_factory.mktemp("bundled") / "bundled.html"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
