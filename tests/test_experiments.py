@@ -54,9 +54,14 @@ def test_seed_experiments_write_figures_and_summaries(tmp_path, bundled_forecast
     stale = tmp_path / "three_harmonics" / "experiment_three_harmonics_layer_9_head_9_correlations.png"
     stale.parent.mkdir()
     stale.write_bytes(b"old figure of a head this run does not pick")
+    unlisted = stale.with_name("experiment_three_harmonics_layer_9_head_8_correlations.png")
+    unlisted.write_bytes(b"a figure no attnviz summary lists")
     (tmp_path / "three_harmonics" / "notes.txt").write_text("not ours")
+    # an earlier attnviz run listed the stale figure: it goes; files nobody listed stay
+    (tmp_path / "three_harmonics" / "summary.json").write_text(
+        json.dumps({"generator": "attnviz", "files": [str(stale)]}))
     outcomes = run_experiments(fc, tmp_path, ["three_harmonics", "two_harmonics"], progress=False)
-    assert not stale.exists() and (tmp_path / "three_harmonics" / "notes.txt").exists()
+    assert not stale.exists() and unlisted.exists() and (tmp_path / "three_harmonics" / "notes.txt").exists()
     assert [o.name for o in outcomes] == ["three_harmonics", "two_harmonics"]
     assert plt.get_fignums() == []
     for o in outcomes:
