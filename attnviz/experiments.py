@@ -21,6 +21,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 
 from .jsonutil import to_jsonable
+from .periods import period_recovered, recovery_tolerance
 from .report import ReportWriter, model_label, ranked_heads_json, resolve_heads, selected_heads_json
 
 SEED_EXPR = "sin(n/10) + sin(n/5 + 50) + cos(n + 50)"
@@ -382,7 +383,7 @@ class ExperimentRunner:
         spc = res.grid.samples_per_col  # one token column of the sweep's calls (all one length)
         detected = np.array([r["detected"] for r in rows], dtype=float)
         true = np.array(periods, dtype=float)
-        ok = np.abs(detected - true) <= np.maximum(spc, 0.08 * true)
+        ok = period_recovered(detected, true, spc)
         fig = self.plotter.period_sweep(true, detected, spc)
         files = [report.add_figure(fig, "detected_vs_true", kind="period_sweep")]
         verdict = "pass" if ok.mean() >= 0.75 else "fail"
@@ -433,8 +434,8 @@ class ExperimentRunner:
         heads = select_heads(res, exp)
         files = self._figures(report, res, exp, heads, reference_periods=known)
         top = res.ranked_heads[0]
-        tol = max(res.grid.samples_per_col, 0.08 * known[0])
-        ok = np.isfinite(top.period_samples) and abs(top.period_samples - known[0]) <= tol
+        tol = float(recovery_tolerance(known[0], res.grid.samples_per_col))
+        ok = bool(period_recovered(top.period_samples, known[0], res.grid.samples_per_col))
         observed = (
             f"top head {top.layer} head {top.head}: period {top.period_samples:.1f} samples "
             f"(known {known[0]:g}; tolerance {tol:.1f})"

@@ -281,9 +281,9 @@ def _sieve_sets(
     usable = np.isfinite(cands)
     usable[:, 1:] &= cands[:, 1:] != cands[:, :-1]
     owner, column = np.nonzero(usable)  # set by set, each set's candidates ascending
-    rows = max(1, SIEVE_BLOCK // width)
+    rows, totals = max(1, SIEVE_BLOCK // width), W.sum(axis=1)
     blocks = [
-        _sieve_block(cands[owner[s], column[s]], P[owner[s]], W[owner[s]], W.sum(axis=1)[owner[s]],
+        _sieve_block(cands[owner[s], column[s]], P[owner[s]], W[owner[s]], totals[owner[s]],
                      last[owner[s]], step, tolerance, first, lo)
         for s in (slice(i, i + rows) for i in range(0, len(owner), rows))
     ]
@@ -486,11 +486,14 @@ def _estimates(
 RECOVERY_RULE = "max(one column, 8 % of the true period)"
 
 
-def period_recovered(detected: Any, true: Any, samples_per_col: float) -> np.ndarray:
-    """Whether each detected period is the true one within ``RECOVERY_RULE`` (False when NaN).
+def recovery_tolerance(true: Any, samples_per_col: float) -> np.ndarray:
+    """``RECOVERY_RULE`` in samples: one column is the finest step a lag curve resolves; 8 %
+    allows the drift of a long period."""
+    return np.maximum(float(samples_per_col), 0.08 * np.asarray(true, dtype=float))
 
-    One column is the finest step a lag curve resolves; 8 % allows the drift of a long period.
-    """
+
+def period_recovered(detected: Any, true: Any, samples_per_col: float) -> np.ndarray:
+    """Whether each detected period is the true one within ``RECOVERY_RULE`` (False when NaN)."""
     detected, true = np.asarray(detected, dtype=float), np.asarray(true, dtype=float)
     with np.errstate(invalid="ignore"):
-        return np.isfinite(detected) & (np.abs(detected - true) <= np.maximum(float(samples_per_col), 0.08 * true))
+        return np.isfinite(detected) & (np.abs(detected - true) <= recovery_tolerance(true, samples_per_col))

@@ -101,6 +101,7 @@ def compute_shard(
     }
     info: list[dict[str, Any]] = [_info(item) for item in items]
     todo = [i for i, item in enumerate(items) if not item.skip]
+    real = real_heads([explainer.num_heads[name] for name in explainer.layer_names], heads)  # padding is not a head
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
         try:
@@ -123,7 +124,6 @@ def compute_shard(
             info[i]["caveat"] = caveat
             if null is not None:
                 arrays["null_scores"][i] = head_arrays(null)[0]
-            real = real_heads([res.heads_of(li) for li in range(layers)], heads)
             corr, valid = lag_profile_correlation(res.lag_curves().values.reshape(flat, -1), real)
             arrays["corr_sum"] += corr
             arrays["corr_count"] += valid
