@@ -297,7 +297,7 @@
   function infoText() {
     var k = state.head, t = label(k) + " · mean score " + num(state.mean, 3) + " " + ci(state.ci, 3);
     if (hasNull) t += " · null " + num(state.nullMean, 3) + " " + ci(state.nullCi, 3) + " · score − null " + ci(state.diffCi, 3) +
-      (state.aboveNull === null ? ": no verdict (" + D.above_null_rule + ")" : state.aboveNull ? ": above the null" : ": not above the null");
+      (state.aboveNull === null ? ": " + D.above_null_rule : state.aboveNull ? ": above the null" : ": not above the null");
     t += " · median period " + (known(state.medianPeriod) ? num(state.medianPeriod, 1) + " samples" : "none");
     return t;
   }
