@@ -14,7 +14,8 @@ probabilities sit behind one interface (the arithmetic is in :mod:`attnviz.captu
     nothing of size S x S is kept.  The output equals the fused kernel's up to float rounding:
     float32, per layer within ``atol=1e-5, rtol=1e-5`` (tested; measured on the fixture and at
     released ViTime size: <= 1.3e-6 absolute, 7e-7 of the layer's largest output; value-bin
-    probabilities within 3e-7, argmax forecasts identical).  Used only where that is provably faithful: the module runs
+    probabilities within 3e-7, argmax forecasts identical; with the CPU kernel 1.2e-6, 6e-7
+    and 1e-7, time maps within 4e-9 of a float64 softmax).  Used only where that is provably faithful: the module runs
     timm's own ``Attention.forward`` (not overridden, not patched on the instance, no unknown
     submodules, default scale, no q/k norm with running statistics), the installed timm's forward
     equals ours on a self-check, and per call no attention dropout is active, autograd is not
@@ -23,8 +24,8 @@ probabilities sit behind one interface (the arithmetic is in :mod:`attnviz.captu
 ``chunked``
     The model keeps its fused kernel, so its output is bitwise unchanged.  A forward hook on
     ``attn.qkv`` reads the q and k the forward computes anyway and recomputes the probabilities
-    block by block: the second ``q k^T`` is the price (~1.4x a plain forward at released ViTime
-    size).  Used where ``single`` is not faithful but the recompute is: timm's own
+    block by block: the second ``q k^T`` is the price (~1.35x a plain forward at released
+    ViTime size).  Used where ``single`` is not faithful but the recompute is: timm's own
     ``Attention.forward`` with the default scale.
 ``exact``
     ``fused_attn`` is switched off for that call only and the probabilities are read where
@@ -43,6 +44,12 @@ probabilities sit behind one interface (the arithmetic is in :mod:`attnviz.captu
 
 A ``single`` or ``chunked`` request that cannot be faithful for a layer falls back (``single``
 to ``chunked``, then ``exact``) with a :class:`CaptureFallbackWarning` naming the reason.
+
+On the CPU, when a call wants only time maps and prefix mass, each block's softmax and key-column
+sums run in one pass of a small compiled kernel (:mod:`attnviz.cpu_kernel`, built at first use
+with the system's C compiler and checked against torch; it is what brings ``single`` within ~1.1x
+of a plain forward at released ViTime size).  The layer's output is then ``(E @ v) / row sum``,
+as a fused kernel forms it.  Without a compiler torch ops compute the same (slower).
 
 Blocks are sized to stay in cache (``chunk_bytes``: one head's block of logits on the CPU) and,
 on the CPU, spread over ``torch.get_num_threads()`` worker threads that each run single-threaded
@@ -514,7 +521,11 @@ class _CaptureSession:
         rows = max(MIN_BLOCK_ROWS, budget // (group * seq_len * 4))
         workers = self._runner.workers if on_cpu else 1
         per_batch = -(-workers // batch)  # blocks each batch element should give
-        return BlockPlan(max(1, min(rows, seq_len, -(-seq_len // per_batch))), group, in_place=not accelerator)
+        rows = max(1, min(rows, seq_len, -(-seq_len // per_batch)))
+        if workers > 1:  # equal blocks, a multiple of the workers: none waits for a last, odd block
+            blocks = -(-seq_len // rows)
+            rows = -(-seq_len // (-(-blocks // workers) * workers))
+        return BlockPlan(rows, group, in_place=not accelerator)
 
 
 # ----- helpers -----------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import torch
 from timm.layers import Attention
 from torch import nn
 
+from . import cpu_kernel
 from .reducers import BlockReducer
 
 #: The submodules timm's ``Attention.forward`` uses (``gate`` and ``norm`` only in newer timm).
@@ -155,12 +156,16 @@ def attend_blocks(
     timm's ``(P @ v).transpose(1, 2).reshape(B, S, H * d)``.  Blocks live in per-thread scratch
     buffers (the softmax in place on the CPU, where the block should stay in cache); nothing of
     size S x S is kept.  Per block and head group: one matmul, the softmax, the reductions and
-    one matmul straight into ``out``.
+    one matmul straight into ``out``.  Where only time maps are wanted on the CPU, the compiled
+    kernel of :mod:`attnviz.cpu_kernel` does the softmax and the reductions in one pass and
+    ``out`` gets ``(E @ v) / row sum``.
     """
     batch, heads, n, _ = q.shape
     rows, group = plan.rows, plan.heads
-    q, k_t, v = _prepare(q, k, v, scale, runner)
+    k_t = _prepare(k, runner)
     in_place = plan.in_place
+    kernel = _column_kernel(q.device, plan, reducer, attn_mask, is_causal)
+    grid = None if reducer is None else reducer.spec.grid
     # Per (batch, head group) views made once: a block then costs a handful of torch calls (each
     # ~3 us of Python), not the dozens that indexing 4-D tensors per block would.  One head is a
     # 2-D problem (plain mm, the CPU case); a group of heads a batched one.
@@ -184,13 +189,23 @@ def attend_blocks(
         m = min(rows, n - q0)
         with torch.no_grad():  # grad mode is per thread
             size = group * rows * n
-            logits_buf, probs_buf = runner.scratch((size, 0 if in_place else size), q.device)
+            logits_buf, probs_buf, inv_buf = runner.scratch((size, 0 if in_place else size, rows), q.device)
             causal = _causal_bias(q0, m, n, q.device) if is_causal else None
             for (h0, g), (q_h, k_h, v_h, out_h) in zip(groups, views[bi]):
                 shape = (m, n) if g == 1 else (g, m, n)
                 logits = logits_buf[: g * m * n].view(shape)
                 probs = logits if in_place else probs_buf[: g * m * n].view(shape)
-                _matmul(q_h.narrow(-2, q0, m), k_h, logits)
+                _matmul(q_h.narrow(-2, q0, m), k_h, logits, alpha=scale)
+                if kernel is not None:
+                    # exp(logits - max) in place, the column sums straight into the reducer's
+                    # targets, and P @ v as (E @ v) / row sum
+                    inv = inv_buf[:m]
+                    kernel(logits, grid.prefix_tokens, grid.rows, grid.cols, *reducer.column_targets(bi, h0, q0, m), inv)
+                    if v_h is not None:
+                        out_block = out_h.narrow(-2, q0, m)
+                        _matmul(logits, v_h, out_block)
+                        out_block.mul_(inv.unsqueeze(-1))
+                    continue
                 bias = causal if is_causal else _mask_block(attn_mask, bi, h0, g, q0, m)
                 if bias is not None:
                     logits.add_(bias if g > 1 or bias.dim() < 3 else bias[0])
@@ -203,33 +218,44 @@ def attend_blocks(
     runner.map(run, [(bi, q0) for bi in range(batch) for q0 in range(0, n, rows)], q.device)
 
 
-def _prepare(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None, scale: float, runner: "BlockRunner"
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Once per call: ``q * scale`` (as timm's unfused path), ``k^T`` and ``v``, contiguous per head.
+def _column_kernel(
+    device: torch.device,
+    plan: BlockPlan,
+    reducer: BlockReducer | None,
+    attn_mask: torch.Tensor | None,
+    is_causal: bool,
+) -> cpu_kernel.SoftmaxColumns | None:
+    """The compiled softmax + column-sum kernel where it computes exactly what is asked: CPU
+    blocks of one head, softmax in place, no mask, only time maps / prefix mass wanted."""
+    if device.type != "cpu" or not plan.in_place or plan.heads != 1 or attn_mask is not None or is_causal:
+        return None
+    if reducer is None or not reducer.columns_only:
+        return None
+    return cpu_kernel.active()
 
-    The forward's q, k, v are strided views of its qkv output.  Measured at released ViTime size:
-    ``q @ k^T`` is ~4 % faster with ``k^T`` contiguous, more than its copy costs.  The copies run on
-    the block workers, a share of the heads each: with torch's own threads, on a busy CPU, they
-    cost 1.5x to 4x more.
+
+def _prepare(k: torch.Tensor, runner: "BlockRunner") -> torch.Tensor:
+    """Once per call: ``k^T`` as a transposed view of a contiguous copy of ``k`` per head.
+
+    The forward's q, k, v are strided views of its qkv output.  BLAS takes q and v as they are,
+    but every block of query rows multiplies by all of ``k^T``: left strided, it is read from all
+    over the qkv output each time (measured at released ViTime size with two workers: slower per
+    layer than copying it once).  A plain copy of ``k`` is cheap and BLAS reads its transpose at full speed;
+    a transposing copy would cost twice as much.  The copies run on the block workers, a share of
+    the heads each: with torch's own threads, on a busy CPU, they cost 1.5x to 4x more.
     """
-    batch, heads = q.shape[:2]
-    f32 = dict(dtype=torch.float32, device=q.device)
-    q_s, k_t = torch.empty(q.shape, **f32), torch.empty(*k.shape[:2], k.shape[3], k.shape[2], **f32)
-    v_c = None if v is None else torch.empty(v.shape, **f32)
-    step = -(-heads // runner.workers) if q.device.type == "cpu" else heads
+    batch, heads = k.shape[:2]
+    k_c = torch.empty(k.shape, dtype=torch.float32, device=k.device)
+    step = -(-heads // runner.workers) if k.device.type == "cpu" else heads
 
     def copy(item: tuple[int, int]) -> None:
         b, h0 = item
         hs = slice(h0, h0 + step)
         with torch.no_grad():
-            torch.mul(q[b, hs], scale, out=q_s[b, hs])
-            k_t[b, hs].copy_(k[b, hs].transpose(-1, -2))
-            if v_c is not None:
-                v_c[b, hs].copy_(v[b, hs])
+            k_c[b, hs].copy_(k[b, hs])
 
-    runner.map(copy, [(b, h0) for b in range(batch) for h0 in range(0, heads, step)], q.device)
-    return q_s, k_t, v_c
+    runner.map(copy, [(b, h0) for b in range(batch) for h0 in range(0, heads, step)], k.device)
+    return k_c.transpose(-1, -2)
 
 
 def _heads(t: torch.Tensor, b: int, h0: int, g: int) -> torch.Tensor:
@@ -273,12 +299,14 @@ def single_pass_forward(
     return module.proj_drop(module.proj(y))
 
 
-def _matmul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
-    """(m, k) @ (k, n) or (g, m, k) @ (g, k, n) into ``out`` (a strided view is written in place)."""
+def _matmul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, alpha: float = 1.0) -> None:
+    """``alpha * (a @ b)`` for (m, k) @ (k, n) or (g, m, k) @ (g, k, n), into ``out`` (a strided view
+    is written in place).  ``alpha`` is BLAS's own factor: the scale costs no pass of its own, and
+    is applied after the product, as the fused attention kernel applies it."""
     if a.dim() == 2:
-        torch.mm(a, b, out=out)
+        torch.addmm(out, a, b, beta=0, alpha=alpha, out=out)
     else:
-        torch.bmm(a, b, out=out)
+        torch.baddbmm(out, a, b, beta=0, alpha=alpha, out=out)
 
 
 def _causal_bias(q0: int, rows: int, n: int, device: torch.device) -> torch.Tensor:

@@ -180,6 +180,19 @@ class BlockReducer:
         heads = h if g == 1 else slice(h, h + g)
         return tuple(None if t is None else t[b, heads] for t in (self._full, self._per_col, self._prefix))
 
+    @property
+    def columns_only(self) -> bool:
+        """True when this call wants nothing but time maps and prefix mass of a row-major grid:
+        then a block's reductions may be written straight into :meth:`column_targets`."""
+        grid = self.spec.grid
+        return grid is not None and grid.token_order is None and self._full is None and self._fused is None
+
+    def column_targets(self, b: int, h: int, q0: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where head ``h``'s query rows ``q0 .. q0 + n`` keep their key-column mass (n, cols) and
+        prefix mass (n,): contiguous views for a kernel that computes them itself."""
+        _, per_col, prefix = self._head_targets[b][h]
+        return per_col.narrow(0, q0, n), prefix.narrow(0, q0, n)
+
     def add(self, b: int, h: int, q0: int, probs: torch.Tensor) -> None:
         """Fold the probabilities of heads ``h ..`` and query rows ``q0 .. q0 + n``.
 
