@@ -27,6 +27,8 @@ Modes (all ``predict`` of one 512-sample series, horizon 720, unless ``--batch``
 * ``capture``  predict under ``rollout.capture(grid=...)``: time maps of every layer, ``auto``;
 * ``single``, ``chunked``, ``exact``: the same capture with that strategy forced (``exact``,
   ~2x, only when asked for with ``--modes``);
+* ``single-torch``: ``single`` with the compiled CPU kernel switched off (``ATTNVIZ_CPU_KERNEL=0``
+  for the call): what the kernel saves, paired like the rest (only with ``--modes``);
 * ``naive``    (memory only) ``capture(keep_full=True, strategy="exact")``: every full map kept.
 
 ``--batch B`` adds rows ``capture xB``: ``predict_many`` of B series under capture against a
@@ -48,7 +50,7 @@ from typing import Any, Callable
 RELEASED = {"h": 128, "maxScal": 3.5, "size": [1024, 0, 1440], "patch_size": [4, 32], "modelSize": 0.75}
 QUICK = {"h": 64, "maxScal": 3.5, "size": [512, 0, 512], "patch_size": [4, 16], "modelSize": 0.25}
 LENGTH, HORIZON = 512, 720
-TIME_MODES = ("analyze", "capture", "single", "chunked", "exact")
+TIME_MODES = ("analyze", "capture", "single", "chunked", "exact", "single-torch")
 DEFAULT_TIME_MODES = ("analyze", "capture", "single", "chunked")
 MEMORY_MODES = ("plain", "analyze", "capture", "single", "chunked", "naive")
 DEFAULT_MEMORY_MODES = ("plain", "analyze", "capture", "chunked", "naive")
@@ -87,14 +89,24 @@ def _workload(mode: str, fc: Any, batch: int = 1) -> Callable[[], Any]:
         return lambda: analyzer.analyze(series[0], HORIZON)
     rollout = AttentionRollout(fc.model)
     grid = fc.grid(LENGTH, HORIZON)
-    strategy = "auto" if mode == "capture" else mode
+    strategy = {"capture": "auto", "single-torch": "single"}.get(mode, mode)
     keep_full = mode == "naive"
     if keep_full:
         grid, strategy = None, "exact"
+    from attnviz import cpu_kernel
 
     def run() -> Any:
-        with rollout.capture(grid=grid, keep_full=keep_full, strategy=strategy) as cap:
-            predict()
+        switch = os.environ.get(cpu_kernel.ENV_SWITCH)
+        if mode == "single-torch":
+            os.environ[cpu_kernel.ENV_SWITCH] = "0"
+        try:
+            with rollout.capture(grid=grid, keep_full=keep_full, strategy=strategy) as cap:
+                predict()
+        finally:
+            if switch is None:
+                os.environ.pop(cpu_kernel.ENV_SWITCH, None)
+            else:
+                os.environ[cpu_kernel.ENV_SWITCH] = switch
         assert len(cap.calls) == len(rollout.layer_names)
         return cap
 
@@ -217,6 +229,9 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from attnviz import cpu_kernel
+
+    print(f"CPU softmax of the blockwise capture: {cpu_kernel.status()}")
     times = time_in_one_process(config, args.modes, args.pairs, args.batch)
     load_after = os.getloadavg()
 
