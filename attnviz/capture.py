@@ -522,9 +522,11 @@ class _CaptureSession:
         workers = self._runner.workers if on_cpu else 1
         per_batch = -(-workers // batch)  # blocks each batch element should give
         rows = max(1, min(rows, seq_len, -(-seq_len // per_batch)))
-        if workers > 1:  # equal blocks, a multiple of the workers: none waits for a last, odd block
+        if workers > 1 and seq_len > 0:  # blocks of one size, as many as the workers can share out
             blocks = -(-seq_len // rows)
-            rows = -(-seq_len // (-(-blocks // workers) * workers))
+            while (batch * blocks) % workers and blocks < seq_len:
+                blocks += 1
+            rows = -(-seq_len // blocks)
         return BlockPlan(rows, group, in_place=not accelerator)
 
 

@@ -119,13 +119,37 @@ def _build() -> KernelBuild:
 @functools.lru_cache(maxsize=None)
 def _build_once() -> KernelBuild:
     try:
-        path = _compiled_library()
-        kernel = SoftmaxColumns(_bind(path))
-        problem = _self_check(kernel)
+        compiler = _compiler()
+        flags = (*_COMMON_FLAGS, *_arch_flags())
+        folder = _cache_folder()
+        target = folder / f"softmax_columns-{_build_key(compiler, flags)}.so"
+        if target.is_file():
+            cached = _load_checked(target)
+            if cached.kernel is not None:
+                return cached
+            # a stale or damaged file (say, cut short by a crash): build afresh, once
+        fresh = _compile(compiler, flags, folder)
+        try:
+            built = _load_checked(fresh)  # loaded under its own name, so never the bad one again
+            if built.kernel is not None:
+                os.replace(fresh, target)
+                return KernelBuild(built.kernel, str(target))
+            return built
+        finally:
+            if fresh.exists():
+                fresh.unlink()
     except _NoKernel as exc:
         return KernelBuild(None, str(exc))
-    except (OSError, subprocess.SubprocessError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure means "no kernel", never a failed capture
         return KernelBuild(None, f"{type(exc).__name__}: {exc}")
+
+
+def _load_checked(path: Path) -> KernelBuild:
+    try:
+        kernel = SoftmaxColumns(_bind(path))
+    except (OSError, AttributeError) as exc:
+        return KernelBuild(None, f"{path} does not load: {exc}")
+    problem = _self_check(kernel)
     if problem:
         return KernelBuild(None, f"built at {path} but its self-check failed: {problem}")
     return KernelBuild(kernel, str(path))
@@ -160,42 +184,52 @@ def _cache_dir() -> Path:
     return Path(root) / "kernels"
 
 
-def _compiled_library() -> Path:
-    """The built library, from the cache when this source, compiler and flags built it before."""
-    compiler = _compiler()
-    flags = (*_COMMON_FLAGS, *_arch_flags())
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(
-        b"\0".join([source, compiler.encode(), " ".join(flags).encode(), version.encode(), platform.machine().encode()])
-    ).hexdigest()[:16]
+def _build_key(compiler: str, flags: tuple[str, ...]) -> str:
+    """Names the library by everything that shapes it: source, compiler and its version, flags."""
+    version = subprocess.run([compiler, "--version"], capture_output=True, timeout=30).stdout
+    parts = [SOURCE.read_bytes(), compiler.encode(), " ".join(flags).encode(), version, platform.machine().encode()]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
+def _cache_folder() -> Path:
+    """The per-user cache folder, or a private one in the temp folder when that is not writable.
+
+    A library is only ever loaded from a folder this user owns and nobody else can write to
+    (checked for the temp folder, where another user could have created it first).
+    """
     folder = _cache_dir()
-    target = folder / f"softmax_columns-{key}.so"
-    if target.is_file():
-        return target
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        if os.access(folder, os.W_OK):
+            return folder
     except OSError:
-        folder = Path(tempfile.gettempdir()) / f"attnviz-kernels-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / target.name
-        if target.is_file():
-            return target
-    # build beside the target and rename: processes starting together (torchrun) never load half a file
-    fd, tmp = tempfile.mkstemp(prefix=".softmax_columns-", suffix=".so", dir=folder)
+        pass
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    folder = Path(tempfile.gettempdir()) / f"attnviz-kernels-{uid if uid is not None else 'user'}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.stat()
+    if uid is not None and (info.st_uid != uid or info.st_mode & 0o077):
+        raise _NoKernel(f"{folder} is not private to this user (owner {info.st_uid}, mode {oct(info.st_mode & 0o777)})")
+    return folder
+
+
+def _compile(compiler: str, flags: tuple[str, ...], folder: Path) -> Path:
+    """Build into a new file of ``folder`` (renamed into place by the caller once it loads and
+    passes the self-check: processes starting together never see half a file)."""
+    fd, name = tempfile.mkstemp(prefix=".softmax_columns-", suffix=".so", dir=folder)
     os.close(fd)
+    built = Path(name)
     try:
-        done = subprocess.run(
-            [compiler, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=120
-        )
+        done = subprocess.run([compiler, *flags, str(SOURCE), "-o", name], capture_output=True, timeout=120)
         if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            raise _NoKernel(f"{Path(compiler).name} exited with {done.returncode}: {last}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+            message = done.stderr.decode(errors="replace").strip().splitlines() or ["no message"]
+            raise _NoKernel(f"{Path(compiler).name} exited with {done.returncode}: {message[-1]}")
+        with open(built, "rb") as handle:
+            os.fsync(handle.fileno())
+    except BaseException:
+        built.unlink(missing_ok=True)
+        raise
+    return built
 
 
 def _bind(path: Path) -> Callable[..., int]:

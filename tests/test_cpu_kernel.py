@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 
 import numpy as np
 import pytest
@@ -26,6 +27,25 @@ def kernel():
     if found is None:
         pytest.skip(f"no compiled CPU kernel here: {cpu_kernel.status()}")
     return found
+
+
+class Counting:
+    """The kernel, counting its calls (from the block workers too)."""
+
+    def __init__(self, kernel) -> None:
+        self.kernel, self.calls = kernel, 0
+
+    def __call__(self, *args) -> None:
+        self.calls += 1
+        self.kernel(*args)
+
+
+@pytest.fixture
+def counted(kernel, monkeypatch):
+    """``cpu_kernel.active()`` hands out a counting kernel (None when switched off, as it would)."""
+    wrapper = Counting(kernel)
+    monkeypatch.setattr(cpu_kernel, "active", lambda: wrapper if cpu_kernel.enabled_by_env() else None)
+    return wrapper
 
 
 @pytest.fixture
@@ -64,8 +84,9 @@ def test_kernel_equals_torch_softmax_and_column_sums(kernel, prefix, rows, cols,
 
 
 def test_kernel_exp_is_accurate_down_to_underflow(kernel):
-    """One row of logits from 0 to -100: every probability float32 can hold has a relative
-    error of at most a few ulp; below exp(-87.3) it is exactly 0, as float32's exp gives."""
+    """One row of logits from 0 to -100: every probability float32 holds as a normal number has a
+    relative error under 1e-6; where exp(logit - max) is below exp(-87.3) it is exactly 0 (torch
+    keeps a subnormal there: an error under 1.2e-38)."""
     logits = torch.linspace(-100.0, 0.0, 4001).unsqueeze(0)
     probs, _, _ = run_kernel(kernel, logits, 0, 1, 4001)
     want = torch.softmax(logits.double(), -1)[0]
@@ -117,12 +138,9 @@ def grid_for(rows: int, cols: int, prefix: int) -> TokenGrid:
 
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("with_v", [True, False])
-def test_single_pass_layer_with_kernel_equals_fused_and_exact(kernel, monkeypatch, workers, with_v):
+def test_single_pass_layer_with_kernel_equals_fused_and_exact(counted, workers, with_v):
     """One timm Attention at a grid of 1 + 6 x 7 tokens: the layer's output equals the fused kernel
     and the time maps equal those of the exact probabilities; the kernel really ran."""
-    calls = []
-    real = cpu_kernel.active
-    monkeypatch.setattr(cpu_kernel, "active", lambda: calls.append(1) or real())
     torch.manual_seed(0)
     module = Attention(32, num_heads=4, qkv_bias=True).eval()
     grid = grid_for(6, 7, 1)
@@ -145,7 +163,7 @@ def test_single_pass_layer_with_kernel_equals_fused_and_exact(kernel, monkeypatc
             probs = _exact_probs(module, x)
     finally:
         runner.close()
-    assert calls, "the kernel was not asked for"
+    assert counted.calls == 2 * 4 * 9, "the kernel did not compute every (series, head, block)"  # 43 rows / 5
     t, m = time_maps_from_probs(probs, grid)
     torch.testing.assert_close(out["time"], t, atol=1e-6, rtol=0)
     torch.testing.assert_close(out["prefix"], m, atol=1e-6, rtol=0)
@@ -158,7 +176,7 @@ def _exact_probs(module: Attention, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("strategy", ["single", "chunked"])
-def test_capture_with_and_without_kernel_agree(kernel, monkeypatch, vitime_fixture_forecaster, strategy):
+def test_capture_with_and_without_kernel_agree(counted, monkeypatch, vitime_fixture_forecaster, strategy):
     """Whole ViTime forecasts under capture: the kernel and torch ops give the same maps (1e-6) and
     the same forecast as no capture at all (the fixture tolerance of test_capture_single)."""
     fc = vitime_fixture_forecaster
@@ -169,9 +187,11 @@ def test_capture_with_and_without_kernel_agree(kernel, monkeypatch, vitime_fixtu
     results = {}
     for switch in ("1", "0"):
         monkeypatch.setenv(cpu_kernel.ENV_SWITCH, switch)
+        before = counted.calls
         with rollout.capture(grid=grid, strategy=strategy) as cap:
             pred = fc.predict(series, HORIZON)
         results[switch] = cap, pred
+        assert (counted.calls > before) == (switch == "1"), f"kernel calls with {cpu_kernel.ENV_SWITCH}={switch}"
     plain = fc.predict(series, HORIZON)
     (with_kernel, pred_k), (without, pred_t) = results["1"], results["0"]
     for layer in with_kernel.layer_names:
@@ -245,3 +265,43 @@ def test_built_once_then_taken_from_the_cache(kernel, fresh_build):
     assert cpu_kernel.active() is not None
     assert os.stat(built[0]).st_mtime_ns == stamp
     assert str(built[0]) in cpu_kernel.status()
+
+
+def test_damaged_cached_library_is_built_again(kernel, fresh_build):
+    """A cached file cut short (a crash, a full disk) is replaced by a good build, not trusted
+    and not left to disable the kernel for good."""
+    compiler = cpu_kernel._compiler()
+    flags = (*cpu_kernel._COMMON_FLAGS, *cpu_kernel._arch_flags())
+    folder = fresh_build / "cache" / "kernels"
+    folder.mkdir(parents=True)
+    target = folder / f"softmax_columns-{cpu_kernel._build_key(compiler, flags)}.so"
+    target.write_bytes(b"\x7fELF cut short")
+    assert cpu_kernel.active() is not None
+    assert cpu_kernel.status() == f"compiled kernel ({target})"
+    assert target.stat().st_size > 1000
+    assert [p.name for p in folder.iterdir()] == [target.name]
+
+
+def test_unwritable_cache_uses_a_private_temp_folder(kernel, monkeypatch, fresh_build):
+    blocker = fresh_build / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv(cpu_kernel.ENV_CACHE, str(blocker / "sub"))  # mkdir fails under a file
+    monkeypatch.setattr(tempfile, "tempdir", str(fresh_build))
+    assert cpu_kernel.active() is not None
+    private = fresh_build / f"attnviz-kernels-{os.getuid()}"
+    assert str(private) in cpu_kernel.status()
+    assert private.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="no POSIX owners on this platform")
+def test_shared_temp_folder_is_refused(kernel, monkeypatch, fresh_build):
+    """A temp folder anyone can write to could hold a planted library: nothing is loaded from it."""
+    blocker = fresh_build / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv(cpu_kernel.ENV_CACHE, str(blocker / "sub"))
+    monkeypatch.setattr(tempfile, "tempdir", str(fresh_build))
+    shared = fresh_build / f"attnviz-kernels-{os.getuid()}"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert cpu_kernel.active() is None
+    assert f"{shared} is not private to this user" in cpu_kernel.status()
