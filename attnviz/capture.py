@@ -46,10 +46,9 @@ A ``single`` or ``chunked`` request that cannot be faithful for a layer falls ba
 to ``chunked``, then ``exact``) with a :class:`CaptureFallbackWarning` naming the reason.
 
 On the CPU, when a call wants only time maps and prefix mass, each block's softmax and key-column
-sums run in one pass of a small compiled kernel (:mod:`attnviz.cpu_kernel`, built at first use
-with the system's C compiler and checked against torch; it is what brings ``single`` within ~1.1x
-of a plain forward at released ViTime size).  The layer's output is then ``(E @ v) / row sum``,
-as a fused kernel forms it.  Without a compiler torch ops compute the same (slower).
+sums run in one pass of a small compiled kernel (:mod:`attnviz.cpu_kernel`: built at first use,
+checked against torch; torch ops compute the same where there is no C compiler, slower); the
+layer's output is then ``(E @ v) / row sum``, as a fused kernel forms it.
 
 Blocks are sized to stay in cache (``chunk_bytes``: one head's block of logits on the CPU) and,
 on the CPU, spread over ``torch.get_num_threads()`` worker threads that each run single-threaded
