@@ -12,15 +12,14 @@ probabilities sit behind one interface (the arithmetic is in :mod:`attnviz.captu
     reduced, and multiplied by ``v`` into the layer's output, which then goes through the module's
     own ``norm``/``proj``/``proj_drop``.  Attention is computed once, as in a plain forward, and
     nothing of size S x S is kept.  The output equals the fused kernel's up to float rounding:
-    float32, per layer within ``atol=1e-5, rtol=1e-5`` (tested; measured on the fixture and at
-    released ViTime size: <= 1.3e-6 absolute, 7e-7 of the layer's largest output; value-bin
-    probabilities within 3e-7, argmax forecasts identical; with the CPU kernel 1.2e-6, 6e-7
-    and 1e-7, time maps within 4e-9 of a float64 softmax).  Used only where that is provably faithful: the module runs
-    timm's own ``Attention.forward`` (not overridden, not patched on the instance, no unknown
-    submodules, default scale, no q/k norm with running statistics), the installed timm's forward
-    equals ours on a self-check, and per call no attention dropout is active, autograd is not
-    recording (the blocks are written into reused buffers) and ``torch.autocast`` is off (the
-    fused kernel would compute in its lower precision).  Elsewhere ``chunked`` (or ``exact``).
+    per layer within ``atol=1e-5, rtol=1e-5`` (tested; measured at released ViTime size: 1.2e-6
+    absolute, 6e-7 of the layer's largest output, value-bin probabilities within 1e-7, forecasts
+    identical, time maps within 4e-9 of a float64 softmax).  Used only where that is provably
+    faithful: the module runs timm's own ``Attention.forward`` (not overridden or patched, no
+    unknown submodules, default scale, no q/k norm with running statistics), the installed timm's
+    forward equals ours on a self-check, and per call no attention dropout is active, autograd is
+    not recording and ``torch.autocast`` is off (the fused kernel would compute in its lower
+    precision).  Elsewhere ``chunked`` (or ``exact``).
 ``chunked``
     The model keeps its fused kernel, so its output is bitwise unchanged.  A forward hook on
     ``attn.qkv`` reads the q and k the forward computes anyway and recomputes the probabilities
@@ -32,12 +31,13 @@ probabilities sit behind one interface (the arithmetic is in :mod:`attnviz.captu
     timm's unfused path forms them: the input of ``attn.attn_drop`` (the softmax, before
     dropout).  Works for any forward that reaches ``attn_drop``; the output changes only by float
     rounding (unfused vs fused kernel); the whole (B, H, S, S) map exists for the call.
-``auto`` (default), by the size of one call's full map ``B * H * S * S * 4`` bytes:
+``auto`` (default), by the size of one series' map ``H * S * S * 4`` bytes (blocks cost per
+series and head, so a batch of small maps stays cheapest whole) and of the call's, ``B`` times that:
     * nothing to compute (only counting calls): the model runs untouched;
-    * above :data:`AUTO_SINGLE_THRESHOLD_BYTES` (4 MiB) where ``single`` is faithful: ``single``
-      (attention once; the fastest from there on, measured on CPU);
-    * else above :data:`AUTO_CHUNK_THRESHOLD_BYTES` (8 MiB) where the module uses the fused
-      kernel: ``chunked`` (a model that runs unfused materialises the map anyway);
+    * above :data:`AUTO_SINGLE_THRESHOLD_BYTES` (8 MiB) per series, or above
+      :data:`AUTO_EXACT_MAX_BYTES` (256 MiB) per call, where ``single`` is faithful: ``single``;
+    * else above the same sizes where the module uses the fused kernel: ``chunked`` (a model that
+      runs unfused materialises the map anyway);
     * else ``exact``: small maps are cheap and the unfused kernel is as fast or faster there.
       A large map captured ``exact`` because neither blockwise strategy is faithful comes with a
       :class:`CaptureFallbackWarning`.
@@ -54,8 +54,7 @@ Blocks are sized to stay in cache (``chunk_bytes``: one head's block of logits o
 on the CPU, spread over ``torch.get_num_threads()`` worker threads that each run single-threaded
 kernels: thousands of small ops then cost no OpenMP hand-offs, which on a busy CPU cost
 milliseconds each.  On an accelerator all heads of a block go in one batched kernel and blocks
-are larger (:data:`DEFAULT_DEVICE_CHUNK_BYTES`).  Batches cost the same per series as one
-series: blocks are per (series, query rows).
+are larger (:data:`DEFAULT_DEVICE_CHUNK_BYTES`).  Blocks are per (series, query rows).
 
 Every hook is removed, every replaced forward restored and every ``fused_attn`` flag reset when
 the ``with`` block ends, also when it raises.
@@ -98,19 +97,21 @@ __all__ = [
     "CaptureFallbackWarning",
     "STRATEGIES",
     "AUTO_CHUNK_THRESHOLD_BYTES",
+    "AUTO_EXACT_MAX_BYTES",
     "AUTO_SINGLE_THRESHOLD_BYTES",
     "DEFAULT_CHUNK_BYTES",
     "DEFAULT_DEVICE_CHUNK_BYTES",
 ]
 
 STRATEGIES: tuple[str, ...] = ("auto", "exact", "chunked", "single")
-#: ``auto`` picks ``single`` when one call's full map (B*H*S*S float32) is larger than this.
-#: Measured on CPU (2 threads, whole ViTime predicts), single / exact: 1.5 at 1.6 MiB, 1.0 at
-#: 4 MiB, 0.86 at 9 MiB, 0.79 at 16 MiB; at released size exact costs ~2x a plain forward.
-AUTO_SINGLE_THRESHOLD_BYTES: int = 4 * 2**20
-#: ``auto`` picks ``chunked`` (where single is not faithful) above this: it recomputes q k^T,
-#: so it overtakes exact later (measured: exact wins at 1.6 MiB, chunked at 12 MiB).
+#: ``auto`` picks ``single`` above this size of one series' map (H*S*S float32).  Measured on CPU
+#: (2 threads, ViTime predicts), single / exact: 1.47 at 1 MiB, 1.2 at 4, 1.09 at 8, 0.74 at 16,
+#: ~0.5 at 64; batches of 1-32 0.7 MiB maps: 1.6-2.4 whatever their total.
+AUTO_SINGLE_THRESHOLD_BYTES: int = 8 * 2**20
+#: ``chunked`` where single is not faithful, per series (chunked / exact: 0.93 at 8, 0.75 at 16 MiB).
 AUTO_CHUNK_THRESHOLD_BYTES: int = 8 * 2**20
+#: Blockwise above this per call whatever the series' size: ``exact`` would hold it all at once.
+AUTO_EXACT_MAX_BYTES: int = 256 * 2**20
 #: Bytes of one head's block of logits on the CPU (the probabilities take as much again, per
 #: worker thread).  Small enough that the block is reduced while still in cache, large enough for
 #: an efficient q @ k^T (2 MiB, ~210 query rows of released ViTime, measured fastest on CPU).
@@ -466,12 +467,13 @@ class _CaptureSession:
             if not spec.wants_anything:  # only counting calls: keep the model untouched
                 return "chunked" if probe.chunk_blocker is None else "exact"
             batch, seq_len = int(x.shape[0]), int(x.shape[1])
-            full_bytes = batch * int(probe.module.num_heads) * seq_len * seq_len * 4
-            if full_bytes <= AUTO_SINGLE_THRESHOLD_BYTES:
+            map_bytes = int(probe.module.num_heads) * seq_len * seq_len * 4  # one series
+            whole = batch * map_bytes <= AUTO_EXACT_MAX_BYTES
+            if map_bytes <= AUTO_SINGLE_THRESHOLD_BYTES and whole:
                 return "exact"
             if probe.single_blocker is None and call_blocker(probe.module, x) is None:
                 return "single"
-            if full_bytes <= AUTO_CHUNK_THRESHOLD_BYTES or not probe.original_fused:
+            if (map_bytes <= AUTO_CHUNK_THRESHOLD_BYTES and whole) or not probe.original_fused:
                 return "exact"
             wanted = "chunked"
         if wanted == "single":

@@ -243,6 +243,25 @@ def test_auto_picks_by_map_size(fc, series, grid, monkeypatch):
         assert (graded_big.time_maps[layer] - small.time_maps[layer]).abs().max().item() < 1e-6
 
 
+def test_auto_judges_one_series_map_and_caps_the_whole_call(fc, series, grid, monkeypatch):
+    """Blocks cost per series and head: a batch of small maps stays exact whatever its total,
+    until the whole call's map passes AUTO_EXACT_MAX_BYTES."""
+    heads = fc.model.blocks[0].attn.num_heads  # every layer of the fixture has as many
+    one_series = heads * grid.seq_len**2 * 4
+    monkeypatch.setattr(capture_mod, "AUTO_SINGLE_THRESHOLD_BYTES", one_series)
+    batch = [series, series[::-1].copy(), series * 0.5]
+    rollout = AttentionRollout(fc.model)
+    with rollout.capture(grid=grid) as whole:  # 3 series' maps above the threshold, each one not
+        fc.predict_many(batch, HORIZON)
+    assert set(whole.strategies.values()) == {"exact"}
+    monkeypatch.setattr(capture_mod, "AUTO_EXACT_MAX_BYTES", 2 * one_series)
+    with rollout.capture(grid=grid) as blocks:
+        fc.predict_many(batch, HORIZON)
+    assert set(blocks.strategies.values()) == {"single"}
+    for layer in rollout.layer_names:
+        assert (blocks.time_maps[layer] - whole.time_maps[layer]).abs().max().item() < 1e-6
+
+
 def test_chunk_bytes_bounds_the_chunk(fc, series, grid, captures):
     """A budget of 10 query rows per head block (33 blocks) still gives the same maps."""
     rollout = AttentionRollout(fc.model, layers="decoder_blocks.0.attn")
