@@ -118,6 +118,9 @@ def scan_screenshot(folder: Any, png: Any, prepare: str | None = SCAN_VIEW) -> P
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: python -m attnviz.explorer.screenshot [OUT.png]  |  --scan SCAN_FOLDER [OUT.png]")
+        return 0
     if argv and argv[0] == "--scan":
         if len(argv) < 2:
             print("usage: python -m attnviz.explorer.screenshot --scan SCAN_FOLDER [OUT.png]", file=sys.stderr)
