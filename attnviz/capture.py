@@ -76,6 +76,7 @@ from .capture_strategies import (
     BlockPlan,
     BlockRunner,
     attend_blocks,
+    block_rows,
     call_blocker,
     chunk_blocker,
     single_blocker,
@@ -521,14 +522,7 @@ class _CaptureSession:
         budget = self.chunk_bytes or (DEFAULT_CHUNK_BYTES if on_cpu else DEFAULT_DEVICE_CHUNK_BYTES)
         rows = max(MIN_BLOCK_ROWS, budget // (group * seq_len * 4))
         workers = self._runner.workers if on_cpu else 1
-        per_batch = -(-workers // batch)  # blocks each batch element should give
-        rows = max(1, min(rows, seq_len, -(-seq_len // per_batch)))
-        if workers > 1 and seq_len > 0:  # blocks of one size, as many as the workers can share out
-            blocks = -(-seq_len // rows)
-            while (batch * blocks) % workers and blocks < seq_len:
-                blocks += 1
-            rows = -(-seq_len // blocks)
-        return BlockPlan(rows, group, in_place=not accelerator)
+        return BlockPlan(block_rows(seq_len, batch, workers, rows), group, in_place=not accelerator)
 
 
 # ----- helpers -----------------------------------------------------------------------------------

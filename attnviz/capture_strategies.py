@@ -44,6 +44,19 @@ class BlockPlan:
     in_place: bool = True
 
 
+def block_rows(seq_len: int, batch: int, workers: int, rows: int) -> int:
+    """Query rows per block: at most ``rows``, enough blocks for every worker, and blocks of one
+    size in a number the workers share out evenly (none waits for a last, odd block)."""
+    per_batch = -(-workers // batch)  # blocks each batch element should give
+    rows = max(1, min(rows, seq_len, -(-seq_len // per_batch)))
+    if workers > 1 and seq_len > 0:
+        blocks = -(-seq_len // rows)
+        while (batch * blocks) % workers and blocks < seq_len:
+            blocks += 1
+        rows = -(-seq_len // blocks)
+    return rows
+
+
 # ----- which strategy is faithful where ------------------------------------------------------------
 def chunk_blocker(module: Attention) -> str | None:
     """Why recomputing this module's probabilities from its qkv output could differ, or None."""
@@ -240,9 +253,9 @@ def _prepare(k: torch.Tensor, runner: "BlockRunner") -> torch.Tensor:
     The forward's q, k, v are strided views of its qkv output.  BLAS takes q and v as they are,
     but every block of query rows multiplies by all of ``k^T``: left strided, it is read from all
     over the qkv output each time (measured at released ViTime size with two workers: slower per
-    layer than copying it once).  A plain copy of ``k`` is cheap and BLAS reads its transpose at full speed;
-    a transposing copy would cost twice as much.  The copies run on the block workers, a share of
-    the heads each: with torch's own threads, on a busy CPU, they cost 1.5x to 4x more.
+    layer than copying it once).  A plain copy of ``k`` is cheap and BLAS reads its transpose at
+    full speed; a transposing copy would cost twice as much.  The copies run on the block workers,
+    a share of the heads each: with torch's own threads, on a busy CPU, they cost 1.5x to 4x more.
     """
     batch, heads = k.shape[:2]
     k_c = torch.empty(k.shape, dtype=torch.float32, device=k.device)

@@ -262,6 +262,22 @@ def test_auto_judges_one_series_map_and_caps_the_whole_call(fc, series, grid, mo
         assert (blocks.time_maps[layer] - whole.time_maps[layer]).abs().max().item() < 1e-6
 
 
+@pytest.mark.parametrize(
+    "seq_len,batch,workers,rows,expected",
+    [
+        (2465, 1, 2, 212, 206),  # released ViTime: 12 equal blocks, not 11 x 212 + 133
+        (2465, 1, 1, 212, 212),  # one worker: the budget as it is
+        (197, 4, 4, 2000, 197),  # one block per series already shares out evenly
+        (10, 1, 4, 8, 3),  # at least one block per worker
+        (0, 1, 2, 8, 1),  # nothing to split: no division by zero
+    ],
+)
+def test_block_rows_split_evenly_over_the_workers(seq_len, batch, workers, rows, expected):
+    from attnviz.capture_strategies import block_rows
+
+    assert block_rows(seq_len, batch, workers, rows) == expected
+
+
 def test_chunk_bytes_bounds_the_chunk(fc, series, grid, captures):
     """A budget of 10 query rows per head block (33 blocks) still gives the same maps."""
     rollout = AttentionRollout(fc.model, layers="decoder_blocks.0.attn")

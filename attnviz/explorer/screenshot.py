@@ -116,14 +116,17 @@ def scan_screenshot(folder: Any, png: Any, prepare: str | None = SCAN_VIEW) -> P
         return screenshot(page, png, api="attnvizScanExplorer", prepare=prepare)
 
 
+USAGE = "usage: python -m attnviz.explorer.screenshot [OUT.png]  |  --scan SCAN_FOLDER [OUT.png]"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
-        print("usage: python -m attnviz.explorer.screenshot [OUT.png]  |  --scan SCAN_FOLDER [OUT.png]")
+        print(USAGE)
         return 0
     if argv and argv[0] == "--scan":
         if len(argv) < 2:
-            print("usage: python -m attnviz.explorer.screenshot --scan SCAN_FOLDER [OUT.png]", file=sys.stderr)
+            print(USAGE, file=sys.stderr)
             return 2
         out = scan_screenshot(argv[1], argv[2] if len(argv) > 2 else "docs/scan_explorer.png")
         print(f"wrote {out}")
