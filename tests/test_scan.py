@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from attnviz.intervals import bootstrap_means
 from attnviz.scan.stats import (
     above_null_test,
     benjamini_hochberg,
-    bootstrap_means,
     head_clusters,
     lag_profile_correlation,
     phase_surrogate,

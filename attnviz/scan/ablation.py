@@ -34,7 +34,7 @@ Tables (only with ``--ablate``; without it the tables are unchanged):
 ``summary.json`` ``"ablation"``
     mode, k, reference, the mean ΔMAE of top-K and of random heads over series, the mean paired
     difference (top-K - random) and the share of series where top-K hurt more, each with a 95 %
-    bootstrap percentile interval over series (:func:`attnviz.scan.stats.bootstrap_means`, one
+    bootstrap percentile interval over series (:func:`attnviz.intervals.bootstrap_means`, one
     set of resamples for all, so the intervals are paired), and a verdict read off the
     difference's interval — only from ``MIN_SERIES_FOR_VERDICT`` series on (with fewer, the
     percentile interval is little more than the range of a handful of values).
@@ -145,7 +145,8 @@ class ScanAblation:
 
 def ablation_summary(merged: Any, settings: Any) -> dict[str, Any]:
     """The ``"ablation"`` entry of summary.json (see the module doc)."""
-    from .stats import MIN_SERIES_FOR_VERDICT, bootstrap_means
+    from ..intervals import bootstrap_means
+    from .stats import MIN_SERIES_FOR_VERDICT
 
     top, rand = np.asarray(merged.topk_delta, float), np.asarray(merged.random_delta, float)
     ok = np.isfinite(top) & np.isfinite(rand)

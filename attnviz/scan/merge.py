@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from ..intervals import bootstrap_means
 from ..periods import RECOVERY_RULE, period_recovered
 from .ablation import head_label
 from .shards import ScanSettings, read_shard
-from .stats import MIN_SERIES_FOR_VERDICT, above_null_test, bootstrap_means, head_clusters, real_heads
+from .stats import MIN_SERIES_FOR_VERDICT, above_null_test, head_clusters, real_heads
 
 FDR = 0.05  # Benjamini-Hochberg level of above_null
 

@@ -1,6 +1,6 @@
-"""Dataset-level statistics of a scan: bootstrap intervals, phase-randomised null series, a
-per-head test against the null corrected for testing every head, and head clusters from the
-similarity of their lag profiles.
+"""Dataset-level statistics of a scan: phase-randomised null series, a per-head test against the
+null corrected for testing every head, and head clusters from the similarity of their lag
+profiles (the bootstrap intervals are :mod:`attnviz.intervals`').
 
 All randomness is seeded per purpose (and per series for surrogates), so a scan split over
 ranks or resumed from shards gives the same numbers as one uninterrupted run.
@@ -11,11 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..intervals import Interval, bootstrap_means
-
 __all__ = [
-    "MIN_SERIES_FOR_VERDICT", "Interval", "above_null_test", "benjamini_hochberg", "bootstrap_means", "head_clusters",
-    "lag_profile_correlation", "phase_surrogate", "real_heads",
+    "MIN_SERIES_FOR_VERDICT", "above_null_test", "benjamini_hochberg", "head_clusters", "lag_profile_correlation",
+    "phase_surrogate", "real_heads",
 ]
 
 MIN_SERIES_FOR_VERDICT = 10  # fewer series: intervals are printed, but no verdict is drawn from them
